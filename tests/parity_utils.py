@@ -75,9 +75,7 @@ def _load(path: str) -> Dump:
 
 def get_dump(path) -> Dump:
     if path is None:
-        pytest.fail(
-            "no parity dump found: set INFINITYSTAR_PARITY_DIRS or put dumps under ../shared/parity/"
-        )
+        pytest.fail("no parity dump found: set INFINITYSTAR_PARITY_DIRS or put dumps under ../shared/parity/")
     return _load(str(path))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _ratio_key(h: int, w: int) -> float:
     return int(h / w * 1000) / 1000
 
 
-@lru_cache(maxsize=None)
+@cache
 def aspect_templates() -> dict[float, tuple[tuple[int, int], ...]]:
     """The 15 aspect-ratio templates: key h/w (3 decimals) -> 15 spatial sizes (ph, pw).
 
@@ -323,7 +323,7 @@ def schedule_from_scales(
     for c in range(num_clips):  # a pyramid must end at its full size, where the running sum lives
         last = shapes[c * k + k - 1]
         if any(s[1] > last[1] or s[2] > last[2] for s in shapes[c * k : (c + 1) * k]):
-            raise ValueError(f"clip {c}: its last scale must be the largest, got {shapes[c * k:(c + 1) * k]}")
+            raise ValueError(f"clip {c}: its last scale must be the largest, got {shapes[c * k : (c + 1) * k]}")
     return Schedule(tuple(scales), k, semantic_dim, detail_dim)
 
 
