@@ -100,10 +100,10 @@ def generate_latent(
     forced_bits = list(forced_bits or [])
     if len(forced_bits) > schedule.num_steps:
         raise ValueError(f"{len(forced_bits)} forced steps for a schedule of {schedule.num_steps} steps")
-    rows_text = model.text_rows(text, options.guidance.active, negative=negative_text)
+    rows_text, lengths = model.text_rows(text, options.guidance.active, negative=negative_text, return_lengths=True)
     rows = rows_text.shape[0]
     cache = model.new_cache(schedule, rows)
-    model.prefill_text(cache, rows_text)
+    model.prefill_text(cache, rows_text, lengths)
 
     device = rows_text.device
     sums: list[torch.Tensor] = []

@@ -1,0 +1,736 @@
+"""The spacetime autoregressive transformer: Qwen3-style blocks, text as prefix tokens.
+
+Architecture (the released InfinityStar 8B, fp32-exact to the original):
+
+- ``text_proj``: Linear(text_channels -> C) turns text-encoder features into prefix tokens;
+  ``cfg_uncond`` is the learned null text (in text-encoder space) for guidance.
+- ``word_embed``: Linear(64 -> C) embeds the visual input of a step (the running sum of codes
+  area-downsampled to the scale).
+- ``blocks``: pre-RMSNorm, GQA self-attention with per-head q/k RMSNorm then 4-axis RoPE, SwiGLU
+  MLP; no biases, no AdaLN, no cross-attention.
+- ``norm`` + two fp32 heads: ``detail_head`` (64 bits x 2 logits) and ``semantic_head``
+  (16 bits x 2 logits). A scale's kind (``Scale.semantic``) picks the head.
+
+Attention is sparse in spacetime: a scale sees all of its own tokens, the text, and its
+``ref_scales`` (for video clips: the last full-size scale of the previous clip), nothing else.
+The text sees only itself. Two mechanisms implement it:
+
+- training (:meth:`InfinityTransformer.forward`): one packed sequence ``[visual | text | pad]``
+  per sample with a block mask (dense boolean mask on CPU, FlexAttention on CUDA);
+- inference (:meth:`~InfinityTransformer.new_cache`, :meth:`~InfinityTransformer.prefill_text`,
+  :meth:`~InfinityTransformer.step`): a :class:`KVCache` keeps the text K/V and, per referenced
+  scale, the K/V of its *last* repetition until its last user has run; each step attends to
+  ``[text, refs, own]`` without any mask.
+
+Shapes: B batch, R rows of a generation (cond / uncond), N tokens, C width, H query heads,
+KV key/value heads, hd head width, L text tokens, S scales.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import TransformerConfig
+from .rope import apply_rope, packed_visual_rope, text_rope, visual_rope
+from .schedule import Schedule, Step
+
+#: attend(q [B, H, n, hd], k [B, KV, m, hd], v [B, KV, m, hd]) -> [B, H, n, hd]
+AttendFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+ATTN_IMPLS = ("auto", "dense", "flex")
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 and cast back: bf16 residual streams keep an exact normaliser."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        return y.to(x.dtype)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention with native GQA (no repeated K/V copies), scale hd^-0.5.
+
+    Query head h uses key/value head ``h // (H / KV)``, as the original's ``repeat_kv`` does.
+    """
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, scale=q.shape[-1] ** -0.5, enable_gqa=q.shape[1] != k.shape[1]
+    )
+
+
+class Attention(nn.Module):
+    """GQA self-attention: bias-free projections, per-head q/k RMSNorm (shared over heads)
+    before RoPE. *Who* attends to whom is decided by the ``attend`` function it is handed."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        c, hd = cfg.embed_dim, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        self.q_proj = nn.Linear(c, cfg.num_heads * hd, bias=False)
+        self.k_proj = nn.Linear(c, cfg.num_kv_heads * hd, bias=False)
+        self.v_proj = nn.Linear(c, cfg.num_kv_heads * hd, bias=False)
+        self.o_proj = nn.Linear(cfg.num_heads * hd, c, bias=False)
+        self.q_norm = RMSNorm(hd, cfg.norm_eps)
+        self.k_norm = RMSNorm(hd, cfg.norm_eps)
+
+    def project(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [B, H, n, hd], k / v [B, KV, n, hd]; q and k normalised then rotated."""
+        b, n, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(b, n, self.num_heads, self.head_dim))  # [B, n, H, hd]
+        k = self.k_norm(self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim))  # [B, n, KV, hd]
+        v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim)  # [B, n, KV, hd]
+        q = apply_rope(q.transpose(1, 2), cos, sin)  # [B, H, n, hd]
+        k = apply_rope(k.transpose(1, 2), cos, sin)  # [B, KV, n, hd]
+        return q, k, v.transpose(1, 2)  # v: [B, KV, n, hd]
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
+        b, n, _ = x.shape
+        o = attend(*self.project(x, cos, sin))  # [B, H, n, hd]
+        return self.o_proj(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))  # [B, n, C]
+
+
+class SwiGLU(nn.Module):
+    """``down(silu(gate(x)) * up(x))``, bias-free."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``h = x + attn(norm(x))``, ``y = h + mlp(norm(h))``."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg.embed_dim, cfg.mlp_hidden)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
+        h = x + self.attn(self.attn_norm(x), cos, sin, attend)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+# --------------------------------------------------------------------------------------
+# The attention pattern of a training pack
+# --------------------------------------------------------------------------------------
+
+
+def block_visibility(schedule: Schedule) -> torch.Tensor:
+    """Who attends to whom, per block of a training pack: bool ``[S + 2, S + 2]``.
+
+    Blocks ``0 .. S-1`` are the scales, ``S`` the text, ``S + 1`` the padding; entry ``[q, k]``
+    is True when block q attends to block k. A scale sees itself, the text and its
+    ``ref_scales``; the text sees itself; padding sees nothing and is seen by nothing. (The
+    original's ``querysid_refsid`` has the same layout plus one unused row / column.)
+    """
+    s = len(schedule.scales)
+    vis = torch.zeros(s + 2, s + 2, dtype=torch.bool)
+    for sc in schedule.scales:
+        vis[sc.index, sc.index] = True
+        vis[sc.index, s] = True
+        for r in sc.ref_scales:
+            vis[sc.index, r] = True
+    vis[s, s] = True
+    return vis
+
+
+def pack_block_ids(schedule: Schedule, text_lengths: Sequence[int], total: int) -> torch.Tensor:
+    """Block id of every position of the packed rows ``[visual | text_b | pad]``: int64 ``[B, total]``."""
+    s = len(schedule.scales)
+    visual = torch.repeat_interleave(torch.arange(s), torch.tensor([sc.num_tokens for sc in schedule.scales]))  # [Nvis]
+    rows = []
+    for length in text_lengths:
+        pad = total - visual.numel() - length
+        rows.append(torch.cat([visual, torch.full((length,), s), torch.full((pad,), s + 1)]))
+    return torch.stack(rows)  # [B, total]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple if multiple > 1 else n
+
+
+def _dense_attend(block_ids: torch.Tensor, vis: torch.Tensor) -> AttendFn:
+    """Masked SDPA over the packed rows; exact (fp32 softmax over the allowed keys).
+
+    Padding rows would have no allowed key (NaN softmax, which would leak into every later
+    layer through 0 * NaN); they are allowed to see themselves only. Nothing sees them, and
+    their outputs are discarded, so this changes no visible result.
+    """
+    allowed = vis[block_ids[:, :, None], block_ids[:, None, :]]  # [B, T, T]
+    allowed |= torch.eye(block_ids.shape[1], dtype=torch.bool, device=block_ids.device)
+    mask = allowed[:, None]  # [B, 1, T, T], broadcast over heads
+    return lambda q, k, v: sdpa(q, k, v, mask)
+
+
+_COMPILED: dict[str, Callable] = {}
+_FLEX_FAILED = False  #: set when the automatic FlexAttention path failed once in this process
+
+
+def _compiled(name: str) -> Callable:
+    """``flex_attention`` / ``create_block_mask`` compiled once: eager flex attention is a slow
+    reference that materialises the scores, and an eager block mask evaluates all T x T pairs."""
+    if name not in _COMPILED:
+        from torch.nn.attention import flex_attention as fa
+
+        _COMPILED[name] = torch.compile(getattr(fa, name))  # goes dynamic after a new length
+    return _COMPILED[name]
+
+
+def _flex_attend(block_ids: torch.Tensor, vis: torch.Tensor, compiled: bool) -> AttendFn:
+    """FlexAttention with a block mask built from the pack's block ids (empty tiles are skipped).
+    ``compiled=False`` runs the eager reference implementation (CPU tests)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    b, t = block_ids.shape
+
+    def mask_mod(bi, hi, qi, ki):
+        return vis[block_ids[bi, qi], block_ids[bi, ki]]
+
+    make_mask = _compiled("create_block_mask") if compiled else create_block_mask
+    block_mask = make_mask(mask_mod, b, None, t, t, device=block_ids.device)
+    fn = _compiled("flex_attention") if compiled else flex_attention
+
+    def attend(q, k, v):
+        return fn(q, k, v, block_mask=block_mask, scale=q.shape[-1] ** -0.5, enable_gqa=q.shape[1] != k.shape[1])
+
+    return attend
+
+
+# --------------------------------------------------------------------------------------
+# KV cache for inference
+# --------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of one generation (R rows), per layer.
+
+    Holds the text K/V once (never freed) and, for every scale that a later scale refers to,
+    the K/V of its **last** repetition (what the original caches), stored pre-concatenated
+    with the text as ``[text | scale]`` because that is exactly the context its users attend
+    to. A stored scale is freed as soon as its last user (``Schedule.last_user``) has run.
+    Keys are post-RoPE; both are ``[R, KV, n, hd]`` in the blocks' dtype.
+    """
+
+    def __init__(self, schedule: Schedule, rows: int, depth: int):
+        if rows < 1:
+            raise ValueError(f"batch_size must be >= 1, got {rows}")
+        self.schedule = schedule
+        self.rows = rows
+        self.depth = depth
+        self.text_k: list[torch.Tensor | None] = [None] * depth
+        self.text_v: list[torch.Tensor | None] = [None] * depth
+        self.text_length = 0
+        self.text_key_mask: torch.Tensor | None = None  #: [R, L] bool, None when every row is full
+        self.scales: dict[int, list[tuple[torch.Tensor, torch.Tensor] | None]] = {}
+
+    @property
+    def has_text(self) -> bool:
+        return self.text_k[0] is not None
+
+    def context(self, layer: int, refs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """K / V ``[R, KV, L + refs, hd]`` a scale with references ``refs`` attends to besides itself."""
+        if not refs:
+            return self.text_k[layer], self.text_v[layer]
+        missing = [r for r in refs if r not in self.scales]
+        if missing:
+            raise RuntimeError(
+                f"keys/values of scale(s) {missing} are not cached: run the last repetition of a "
+                "referenced scale before the scales that refer to it"
+            )
+        if len(refs) == 1:
+            return self.scales[refs[0]][layer]
+        n = self.text_length  # several references: text once, then each reference's own tokens
+        ks = [self.text_k[layer]] + [self.scales[r][layer][0][:, :, n:] for r in refs]
+        vs = [self.text_v[layer]] + [self.scales[r][layer][1][:, :, n:] for r in refs]
+        return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+
+    def key_mask(self, num_keys: int) -> torch.Tensor | None:
+        """Boolean mask ``[R, 1, 1, num_keys]`` hiding padded text keys (keys start with the text)."""
+        if self.text_key_mask is None:
+            return None
+        rest = torch.ones(self.rows, num_keys - self.text_length, dtype=torch.bool, device=self.text_key_mask.device)
+        return torch.cat([self.text_key_mask, rest], dim=1)[:, None, None, :]
+
+    def store(self, scale: int, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Keep ``[text | scale]`` K/V of a scale's last repetition for its later users."""
+        slots = self.scales.setdefault(scale, [None] * self.depth)
+        slots[layer] = (torch.cat([self.text_k[layer], k], dim=2), torch.cat([self.text_v[layer], v], dim=2))
+
+    def free_unused(self, current_scale: int, finished: bool) -> None:
+        """Drop stored scales that no remaining step needs: those whose last user comes before
+        ``current_scale`` and, once ``current_scale`` is ``finished`` (its last repetition ran),
+        those whose last user is ``current_scale``. Checking at the start of a step too keeps
+        this right when the generation loop skips steps."""
+        for r in list(self.scales):
+            last = self.schedule.last_user(r)
+            if last < current_scale or (finished and last <= current_scale and r != current_scale):
+                del self.scales[r]
+
+    def nbytes(self) -> int:
+        """Bytes held by cached keys and values."""
+        total = sum(t.numel() * t.element_size() for t in self.text_k + self.text_v if t is not None)
+        for slots in self.scales.values():
+            for kv in slots:
+                if kv is not None:
+                    total += sum(t.numel() * t.element_size() for t in kv)
+        return total
+
+
+# --------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------
+
+
+class PackedLogits(NamedTuple):
+    """Both heads on every visual token of a training pack (fp32)."""
+
+    detail: torch.Tensor  #: [B, Nvis, 2 * detail_dim]
+    semantic: torch.Tensor  #: [B, Nvis, 2 * semantic_dim]
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  #: scalar, the scale-weighted loss
+    token_loss: torch.Tensor  #: [B, Nvis] mean over a token's bits of the 2-class cross-entropy
+    token_acc: torch.Tensor  #: [B, Nvis] fraction of a token's bits predicted right (argmax)
+    scale_loss: torch.Tensor  #: [B, S] mean token loss per scale
+    scale_weights: torch.Tensor  #: [S] weights of the scales (sum 1); loss = mean over samples
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+def _as_text_list(text, batch: int) -> list[torch.Tensor]:
+    """Text features as one ``[L_b, Ct5]`` tensor per sample."""
+    if isinstance(text, torch.Tensor):
+        if text.ndim == 2:
+            text = [text]
+        elif text.ndim == 3:
+            text = list(text.unbind(0))
+        else:
+            raise ValueError(f"text must be [L, Ct5], [B, L, Ct5] or a list of [L_b, Ct5], got {tuple(text.shape)}")
+    text = list(text)
+    if len(text) != batch:
+        raise ValueError(f"got text for {len(text)} samples but visual input for {batch}")
+    return text
+
+
+class InfinityTransformer(nn.Module):
+    """The InfinityStar transformer. Build with a :class:`TransformerConfig`; load the released
+    weights with :func:`infinitystar.transformer_checkpoint.load_original_transformer`."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.embed_dim
+        self.cfg_uncond = nn.Parameter(torch.empty(cfg.text_maxlen, cfg.text_channels))
+        self.sos_token = nn.Parameter(torch.empty(1, 1, c))  # in the checkpoint, unused by the model
+        self.text_proj = nn.Linear(cfg.text_channels, c)
+        self.word_embed = nn.Linear(cfg.latent_channels, c)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = RMSNorm(c, cfg.norm_eps)
+        self.detail_head = nn.Linear(c, 2 * cfg.detail_dim)
+        self.semantic_head = nn.Linear(c, 2 * cfg.semantic_dim)
+        if self.cfg_uncond.device.type != "meta":
+            self.reset_parameters()
+
+    # -- init ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Fresh weights as the original trains from: Linear N(0, 0.02) with zero bias, norms 1,
+        null text trunc-normal(std 1.2, seed 0) / sqrt(text_channels)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02, generator=generator)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+        nn.init.normal_(self.sos_token, std=0.02, generator=generator)
+        null = torch.empty(self.cfg_uncond.shape)
+        nn.init.trunc_normal_(null, std=1.2, generator=torch.Generator().manual_seed(0))
+        self.cfg_uncond.copy_(null / math.sqrt(self.cfg.text_channels))
+
+    # -- small helpers ---------------------------------------------------------------------
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the residual stream (that of the blocks)."""
+        return self.blocks[0].attn.q_proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.word_embed.weight.device
+
+    def _truncate_text(self, text: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Cut prompts longer than ``text_maxlen`` tokens (with a warning): the null text and the
+        text RoPE positions only exist for that many tokens."""
+        n = self.cfg.text_maxlen
+        if text.shape[dim] > n:
+            warnings.warn(
+                f"prompt has {text.shape[dim]} tokens; only the first {n} (text_maxlen) are used",
+                stacklevel=3,
+            )
+            text = text.narrow(dim, 0, n)
+        return text
+
+    def embed_text(self, text: torch.Tensor) -> torch.Tensor:
+        """text_proj of features ``[..., L, Ct5]`` -> ``[..., L, C]`` in the residual dtype."""
+        return self.text_proj(text.to(self.text_proj.weight.dtype)).to(self.compute_dtype)
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """word_embed of visual inputs ``[..., N, 64]`` -> ``[..., N, C]`` in the residual dtype."""
+        return self.word_embed(codes.to(self.word_embed.weight.dtype)).to(self.compute_dtype)
+
+    def _head(self, head: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+        """A head on already normalised features, in fp32 with autocast off (as the original)."""
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return F.linear(h.float(), head.weight.float(), head.bias.float())
+
+    def _rope(self, cos_sin: tuple[torch.Tensor, torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+        return cos_sin[0].to(device), cos_sin[1].to(device)
+
+    # -- training forward --------------------------------------------------------------------
+    def forward(
+        self,
+        codes: torch.Tensor,
+        text: torch.Tensor | Sequence[torch.Tensor],
+        schedule: Schedule,
+        step_counters: Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | None = None,
+        *,
+        cond_drop_prob: float = 0.0,
+        generator: torch.Generator | None = None,
+        attn_impl: str = "auto",
+    ) -> PackedLogits:
+        """Teacher-forced forward over a packed sequence; both heads on every visual token.
+
+        ``codes [B, Nvis, 64]``: the visual input of every scale in schedule order (tokens
+        (t, h, w) row-major), each taken at the repetition chosen for training.
+        ``text``: ``[L, Ct5]`` (B = 1), ``[B, L, Ct5]`` or a list of ``[L_b, Ct5]``.
+        ``step_counters``: the global step counter of the chosen repetition of every scale
+        (``Scale.first_step + repetition``), ``[S]`` shared or ``[B, S]``; it is the scale-axis
+        RoPE position. Default: every scale's last repetition (what inference caches).
+        ``cond_drop_prob``: probability to replace a sample's text by the null text
+        (``cfg_uncond[:L]``), drawn with ``generator``.
+        ``attn_impl``: 'dense' (exact boolean-mask SDPA), 'flex' (FlexAttention block mask) or
+        'auto' (flex on CUDA when available, falling back to dense with a warning).
+        """
+        if attn_impl not in ATTN_IMPLS:
+            raise ValueError(f"attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}")
+        b, nvis, _ = codes.shape
+        if nvis != schedule.num_visual_tokens():
+            raise ValueError(f"codes has {nvis} tokens, the schedule packs {schedule.num_visual_tokens()}")
+        texts = [self._truncate_text(t) for t in _as_text_list(text, b)]
+        texts = self._drop_conditions(texts, cond_drop_prob, generator)
+        counters = self._step_counters(schedule, step_counters, b)
+
+        global _FLEX_FAILED
+        auto_flex = attn_impl == "auto" and codes.is_cuda and not _FLEX_FAILED and _flex_available()
+        if attn_impl == "flex" or auto_flex:
+            try:
+                return self._forward_packed(codes, texts, schedule, counters, flex=True)
+            except Exception as exc:  # no Triton, unsupported shape, compile failure...
+                if attn_impl == "flex":
+                    raise
+                _FLEX_FAILED = True  # do not retry (and re-warn) at every training step
+                warnings.warn(
+                    f"FlexAttention failed ({type(exc).__name__}: {exc}); using dense attention from now on",
+                    stacklevel=2,
+                )
+        return self._forward_packed(codes, texts, schedule, counters, flex=False)
+
+    def _drop_conditions(
+        self, texts: list[torch.Tensor], prob: float, generator: torch.Generator | None
+    ) -> list[torch.Tensor]:
+        """Classifier-free-guidance training: each sample's text becomes the null text with ``prob``."""
+        if prob <= 0:
+            return texts
+        drop = torch.rand(len(texts), generator=generator) < prob
+        return [self.cfg_uncond[: t.shape[0]].to(t.dtype) if d else t for t, d in zip(texts, drop.tolist())]
+
+    @staticmethod
+    def _step_counters(schedule: Schedule, counters, batch: int) -> torch.Tensor:
+        """Per-sample step counters ``[B, S]`` (int64)."""
+        s = len(schedule.scales)
+        if counters is None:
+            counters = [sc.last_step for sc in schedule.scales]
+        t = torch.as_tensor(counters, dtype=torch.int64)
+        if t.ndim == 1:
+            t = t.expand(batch, -1)  # [B, S]
+        if tuple(t.shape) != (batch, s):
+            raise ValueError(f"step_counters must be [S={s}] or [B={batch}, S={s}], got {tuple(t.shape)}")
+        for sc in schedule.scales:
+            col = t[:, sc.index]
+            if bool(((col < sc.first_step) | (col > sc.last_step)).any()):
+                raise ValueError(
+                    f"step counter of scale {sc.index} must be in [{sc.first_step}, {sc.last_step}], got {col.tolist()}"
+                )
+        return t
+
+    def _pack_rope(
+        self, schedule: Schedule, counters: torch.Tensor, lengths: Sequence[int], total: int, device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos / sin ``[B, 1, T, hd/2]`` of the packed rows (padding: identity rotation)."""
+        hd, theta, off = self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_text_offset
+        cos_rows, sin_rows = [], []
+        for row, length in zip(counters.tolist(), lengths):
+            vc, vs = packed_visual_rope(schedule, row, hd, theta, off)  # [Nvis, hd/2]
+            tc, ts = text_rope(length, hd, theta)  # [L_b, hd/2]
+            pad = total - vc.shape[0] - length
+            cos_rows.append(torch.cat([vc, tc, torch.ones(pad, hd // 2)]))
+            sin_rows.append(torch.cat([vs, ts, torch.zeros(pad, hd // 2)]))
+        cos = torch.stack(cos_rows)[:, None].to(device)  # [B, 1, T, hd/2], broadcast over heads
+        sin = torch.stack(sin_rows)[:, None].to(device)
+        return cos, sin
+
+    def _forward_packed(
+        self, codes: torch.Tensor, texts: list[torch.Tensor], schedule: Schedule, counters: torch.Tensor, flex: bool
+    ) -> PackedLogits:
+        """Rows ``[visual | text_b | zero padding]`` through every block under the sparse mask;
+        final norm and both heads on the visual tokens."""
+        device = codes.device
+        nvis = codes.shape[1]
+        lengths = [t.shape[0] for t in texts]
+        total = nvis + max(lengths)
+        if flex:  # FlexAttention works on 128-token tiles
+            total = _round_up(total, max(self.cfg.pad_to_multiplier, 128))
+        visual = self.embed_codes(codes)  # [B, Nvis, C]
+        rows = []
+        for i, t in enumerate(texts):
+            pad = visual.new_zeros(total - nvis - t.shape[0], visual.shape[-1])
+            rows.append(torch.cat([visual[i], self.embed_text(t.to(device)), pad]))  # [T, C]
+        x = torch.stack(rows)  # [B, T, C]
+
+        cos, sin = self._pack_rope(schedule, counters, lengths, total, device)
+        block_ids = pack_block_ids(schedule, lengths, total).to(device)  # [B, T]
+        vis = block_visibility(schedule).to(device)
+        attend = _flex_attend(block_ids, vis, compiled=device.type == "cuda") if flex else _dense_attend(block_ids, vis)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, attend)
+        h = self.norm(x[:, :nvis])  # [B, Nvis, C]
+        return PackedLogits(self._head(self.detail_head, h), self._head(self.semantic_head, h))
+
+    # -- inference with a KV cache -------------------------------------------------------------
+    def new_cache(self, schedule: Schedule, batch_size: int) -> KVCache:
+        """An empty cache for one generation of ``batch_size`` rows (2 with guidance)."""
+        return KVCache(schedule, batch_size, len(self.blocks))
+
+    def text_rows(
+        self,
+        text: torch.Tensor,
+        guidance: bool,
+        negative: torch.Tensor | None = None,
+        return_lengths: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[int]]:
+        """The text rows of a generation ``[R, L, Ct5]``: row 0 the prompt ``text [L, Ct5]``;
+        with guidance, row 1 the negative prompt or, by default, the null text ``cfg_uncond[:L]``.
+
+        A negative prompt of another length is zero-padded to the longer one; the padded keys
+        must then be masked, so the lengths are needed: pass ``return_lengths=True`` and hand
+        them to :meth:`prefill_text` (without it this case raises instead of attending to
+        padding as the original would).
+        """
+        if text.ndim != 2:
+            raise ValueError(f"text must be [L, Ct5], got {tuple(text.shape)}")
+        text = self._truncate_text(text)
+        if not guidance:
+            if negative is not None:
+                warnings.warn("a negative prompt has no effect without guidance; it is ignored", stacklevel=2)
+            rows, lengths = text[None], [text.shape[0]]  # [1, L, Ct5]
+        else:
+            if negative is None:
+                neg = self.cfg_uncond[: text.shape[0]].detach().to(device=text.device, dtype=text.dtype)
+            else:
+                if negative.ndim != 2 or negative.shape[1] != text.shape[1]:
+                    raise ValueError(f"negative must be [L', {text.shape[1]}], got {tuple(negative.shape)}")
+                neg = self._truncate_text(negative).to(device=text.device, dtype=text.dtype)
+            lengths = [text.shape[0], neg.shape[0]]
+            n = max(lengths)
+            if n != min(lengths) and not return_lengths:
+                raise ValueError(
+                    f"the negative prompt has {neg.shape[0]} tokens and the prompt {text.shape[0]}: "
+                    "call text_rows(..., return_lengths=True) and pass the lengths to prefill_text "
+                    "so that the padding is masked"
+                )
+            rows = torch.stack([F.pad(t, (0, 0, 0, n - t.shape[0])) for t in (text, neg)])  # [2, n, Ct5]
+        return (rows, lengths) if return_lengths else rows
+
+    @torch.no_grad()
+    def prefill_text(self, cache: KVCache, text: torch.Tensor, lengths: Sequence[int] | None = None) -> None:
+        """Run the text rows ``[R, L, Ct5]`` through every block (text attends to itself only)
+        and cache their keys / values. The output is discarded (the original's "step000").
+
+        ``lengths`` (per row) marks zero-padded rows; their padded keys are masked everywhere.
+        """
+        if text.ndim != 3 or text.shape[0] != cache.rows:
+            raise ValueError(f"text must be [R={cache.rows}, L, Ct5], got {tuple(text.shape)}")
+        text = self._truncate_text(text, dim=1)
+        r, n, _ = text.shape
+        cache.text_length = n
+        cache.text_key_mask = None
+        if lengths is not None:
+            lengths = [min(int(v), n) for v in lengths]
+            if len(lengths) != r or min(lengths) < 1:
+                raise ValueError(f"lengths must give 1..{n} tokens for each of the {r} rows, got {lengths}")
+            if min(lengths) < n:
+                valid = torch.arange(n)[None] < torch.tensor(lengths)[:, None]  # [R, L]
+                cache.text_key_mask = valid.to(self.device)
+        cache.scales.clear()
+        x = self.embed_text(text.to(self.device))  # [R, L, C]
+        cos, sin = self._rope(text_rope(n, self.cfg.head_dim, self.cfg.rope_theta), x.device)
+        mask = cache.key_mask(n)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cos, sin, self._text_attend(cache, i, mask))
+
+    @staticmethod
+    def _text_attend(cache: KVCache, layer: int, mask: torch.Tensor | None) -> AttendFn:
+        def attend(q, k, v):
+            cache.text_k[layer], cache.text_v[layer] = k, v
+            return sdpa(q, k, v, mask)
+
+        return attend
+
+    @torch.no_grad()
+    def step(self, cache: KVCache, codes_input: torch.Tensor, schedule: Schedule, step: Step) -> torch.Tensor:
+        """Logits ``[R, N, 2d]`` (fp32, before temperature and guidance) of one step.
+
+        ``codes_input [R, N, 64]``: the step's visual input, tokens (t, h, w) row-major. The
+        tokens attend to ``[text, ref scales' cached K/V, themselves]``; the head is the scale's
+        kind. On the last repetition of a scale that a later scale refers to, its K/V is cached.
+        """
+        if not cache.has_text:
+            raise RuntimeError("prefill_text(cache, text) must run before the first step")
+        if cache.schedule is not schedule and cache.schedule != schedule:
+            raise ValueError("step() got another schedule than the one the cache was made for")
+        sc = schedule.scales[step.scale]
+        expected = (cache.rows, sc.num_tokens, self.cfg.latent_channels)
+        if tuple(codes_input.shape) != expected:
+            raise ValueError(
+                f"codes_input must be {list(expected)} for scale {sc.index}, got {list(codes_input.shape)}"
+            )
+        cache.free_unused(sc.index, finished=False)
+        store = step.is_last_repetition and schedule.last_user(sc.index) > sc.index
+        x = self.embed_codes(codes_input.to(self.device))  # [R, N, C]
+        rope = visual_rope(
+            schedule, sc.index, step.index, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_text_offset
+        )
+        cos, sin = self._rope(rope, x.device)
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, cos, sin, self._step_attend(cache, i, sc.ref_scales, sc.index if store else None))
+        if step.is_last_repetition:
+            cache.free_unused(sc.index, finished=True)
+        head = self.semantic_head if sc.semantic else self.detail_head
+        return self._head(head, self.norm(x))
+
+    @staticmethod
+    def _step_attend(cache: KVCache, layer: int, refs: Sequence[int], store_as: int | None) -> AttendFn:
+        def attend(q, k, v):
+            ctx_k, ctx_v = cache.context(layer, refs)  # [R, KV, L + refs, hd]
+            if store_as is not None:
+                cache.store(store_as, layer, k, v)
+            keys = torch.cat([ctx_k, k], dim=2)  # [R, KV, L + refs + N, hd]
+            values = torch.cat([ctx_v, v], dim=2)
+            return sdpa(q, keys, values, cache.key_mask(keys.shape[2]))
+
+        return attend
+
+
+def _flex_available() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------
+
+
+def scale_loss_weights(schedule: Schedule, reweight_by_scale: float = 4.0, max_reweight: float = 40.0) -> torch.Tensor:
+    """Per-scale loss weights ``[S]`` (sum 1): ``w_s = min(max_reweight, (V_max / V_s)^(1/(1+r))) * V_s``.
+
+    V_s = t*h*w of scale s, V_max that of the largest scale. ``r = 0`` turns the reweighting
+    off (the original's flag is falsy): ``w_s = V_s``, i.e. a plain mean over all tokens.
+    Small scales get more weight than their token count so that the coarse structure is learned.
+    """
+    vol = torch.tensor([float(sc.num_tokens) for sc in schedule.scales], dtype=torch.float64)
+    if reweight_by_scale:
+        per_token = (vol.max() / vol) ** (1.0 / (1.0 + reweight_by_scale))
+        w = torch.clamp(per_token, max=max_reweight) * vol
+    else:
+        w = vol
+    return (w / w.sum()).float()
+
+
+def bit_loss(
+    detail_logits: torch.Tensor,
+    semantic_logits: torch.Tensor,
+    labels: Sequence[torch.Tensor],
+    schedule: Schedule,
+    *,
+    reweight_by_scale: float = 4.0,
+    max_reweight: float = 40.0,
+) -> LossOutput:
+    """Per-bit 2-class cross-entropy with each scale's head, weighted per scale.
+
+    ``detail_logits [B, Nvis, 2*64]`` / ``semantic_logits [B, Nvis, 2*16]``: both heads on the
+    pack (:meth:`InfinityTransformer.forward`). ``labels``: per scale the bits of the chosen
+    repetition, anything that reshapes to ``[B, N_s, d_s]`` (e.g. ``[B, pt, ph, pw, d]``).
+    Token loss = mean over its d bits; scale loss = mean over its tokens; total = sum over
+    samples and scales of ``scale_weights`` x scale loss / B.
+    """
+    if len(labels) != len(schedule.scales):
+        raise ValueError(f"need labels for each of the {len(schedule.scales)} scales, got {len(labels)}")
+    b = detail_logits.shape[0]
+    token_loss, token_acc, scale_loss = [], [], []
+    start = 0
+    for sc, lab in zip(schedule.scales, labels):
+        d = schedule.bits(sc.index)
+        logits = (semantic_logits if sc.semantic else detail_logits)[:, start : start + sc.num_tokens]
+        if logits.shape[-1] != 2 * d:
+            raise ValueError(f"scale {sc.index} needs {2 * d} logits per token, got {logits.shape[-1]}")
+        logits = logits.float().unflatten(-1, (d, 2))  # [B, N, d, 2]: last axis = (bit 0, bit 1)
+        lab = lab.to(logits.device).long().reshape(b, sc.num_tokens, d)  # [B, N, d]
+        ce = F.cross_entropy(logits.permute(0, 3, 1, 2), lab, reduction="none")  # [B, N, d]
+        tl = ce.mean(-1)  # [B, N]
+        token_loss.append(tl)
+        token_acc.append((logits.argmax(-1) == lab).float().mean(-1))  # [B, N]
+        scale_loss.append(tl.mean(-1))  # [B]
+        start += sc.num_tokens
+    if start != detail_logits.shape[1]:
+        raise ValueError(f"logits have {detail_logits.shape[1]} tokens, the schedule packs {start}")
+    weights = scale_loss_weights(schedule, reweight_by_scale, max_reweight).to(detail_logits.device)
+    per_scale = torch.stack(scale_loss, dim=1)  # [B, S]
+    loss = (per_scale * weights).sum() / b
+    return LossOutput(loss, torch.cat(token_loss, 1), torch.cat(token_acc, 1), per_scale, weights)
