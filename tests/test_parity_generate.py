@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity_utils import assert_close_abs, assert_close_rel, assert_equal_int, dump_params, get_dump
 
 from infinitystar.config import TransformerConfig
 from infinitystar.generate import SamplingOptions, generate_latent
 from infinitystar.sampling import Guidance
 from infinitystar.schedule import schedule_from_original_config
 from infinitystar.transformer_checkpoint import load_original_transformer
+from parity_utils import assert_close_abs, assert_close_rel, assert_equal_int, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
 

@@ -98,6 +98,11 @@ class VAEConfig:
     layers_per_block: int = 2
     spatial_compression: tuple[int, ...] = (2, 2, 2)  #: per down block, from the first
     temporal_compression: tuple[int, ...] = (2, 2)  #: per down block, from the first
+    mid_layers: int = 2  #: ResNet blocks in the encoder's and the decoder's middle block
+    #: widths of the parameter-free BSQ quantizers (semantic, detail); the original VAE
+    #: checkpoint carries their ``mask`` buffers, whose shapes the loader checks
+    semantic_bits: int = 16
+    detail_bits: int = 64
 
     @property
     def token_channels(self) -> int:
@@ -127,6 +132,8 @@ class VAEConfig:
             layers_per_block=int(ns.get("layers_per_block", 2)),
             spatial_compression=tuple(int(c) for c in ns.get("spatial_compression_list", (2, 2, 2))),
             temporal_compression=tuple(int(c) for c in ns.get("temporal_compression_list", (2, 2))),
+            semantic_bits=int(ns.get("semantic_scale_dim", 16)),
+            detail_bits=int(ns.get("detail_scale_dim", 64)),
         )
 
 
