@@ -104,3 +104,24 @@ def test_sampled_runs(dump_dir, prefix):
     out, records = run(dump, model, schedule, options)
     check_steps(dump, prefix, records, check_sampled=True)
     assert_close_abs(out.latent, dump[f"{prefix}.summed_codes"], f"{prefix}.summed_codes")
+
+
+@pytest.mark.parametrize("dump_dir", dump_params())
+def test_text_to_video_end_to_end_decoded(dump_dir):
+    """Free-running generation, then the VAE decode and the original's uint8 post-processing."""
+    from infinitystar.media import frames_to_uint8
+    from infinitystar.vae import VideoVAE
+
+    dump = get_dump(dump_dir)
+    model, schedule, options = build(dump)
+    vae = VideoVAE.from_original_checkpoint(dump.path / "vae.safetensors").eval()
+    out, _ = run(dump, model, schedule, options)
+    with torch.no_grad():
+        video = vae.decode(out.latent)
+    if dump.has("ar.decoded_float"):
+        assert_close_rel(video, dump["ar.decoded_float"], "ar.decoded_float")
+    if dump.has("ar.video_uint8"):
+        frames = frames_to_uint8(video, original_quirks=True)
+        diff = (frames.long() - dump["ar.video_uint8"].long()).abs()
+        assert diff.max().item() <= 1
+        assert (diff > 0).float().mean().item() <= 1e-3
