@@ -32,27 +32,19 @@ WIDTHS = {
 
 # (operation, frames, height, width, chunk) per widths; chunk None = the default
 # (8 frames / 2 latents), 0 = the whole video at once
+_SMALL_PLAN = [
+    ("encode", 17, 128, 128, 4),
+    ("encode", 17, 128, 128, None),
+    ("encode", 17, 128, 128, 0),
+    ("decode", 17, 128, 128, 1),
+    ("decode", 17, 128, 128, None),
+    ("decode", 17, 128, 128, 0),
+    ("encode", 33, 256, 256, None),
+    ("decode", 33, 256, 256, None),
+]
 PLANS = {
-    "tiny": [
-        ("encode", 17, 128, 128, 4),
-        ("encode", 17, 128, 128, None),
-        ("encode", 17, 128, 128, 0),
-        ("decode", 17, 128, 128, 1),
-        ("decode", 17, 128, 128, None),
-        ("decode", 17, 128, 128, 0),
-        ("encode", 33, 256, 256, None),
-        ("decode", 33, 256, 256, None),
-    ],
-    "small": [
-        ("encode", 17, 128, 128, 4),
-        ("encode", 17, 128, 128, None),
-        ("encode", 17, 128, 128, 0),
-        ("decode", 17, 128, 128, 1),
-        ("decode", 17, 128, 128, None),
-        ("decode", 17, 128, 128, 0),
-        ("encode", 33, 256, 256, None),
-        ("decode", 33, 256, 256, None),
-    ],
+    "tiny": _SMALL_PLAN,
+    "small": _SMALL_PLAN,
     "full": [
         ("encode", 9, 64, 64, None),
         ("decode", 9, 64, 64, None),

@@ -150,30 +150,32 @@ def _never_read_tensors(monkeypatch):
     monkeypatch.setattr(tc, "_iter_tensors", fail)
 
 
-def test_missing_key_is_named(model, tmp_path, monkeypatch):
-    state = to_original_state_dict(model)
+def _drop_up_proj(state):
     del state["block_chunks.1.module.0.mlp.up_proj.weight"]
-    path = _write_single(state, tmp_path / "m.safetensors")
-    _never_read_tensors(monkeypatch)
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): block_chunks\.1\.module\.0\.mlp\.up_proj\.weight"):
-        load_original_transformer(path, CFG)
 
 
-def test_unexpected_key_is_named(model, tmp_path, monkeypatch):
-    state = to_original_state_dict(model)
+def _add_bias(state):
     state["block_chunks.0.module.0.attn.q_proj.bias"] = torch.zeros(32)
-    path = _write_single(state, tmp_path / "m.safetensors")
-    _never_read_tensors(monkeypatch)
-    with pytest.raises(CheckpointError, match=r"unexpected keys \(1\): block_chunks\.0\.module\.0\.attn\.q_proj\.bias"):
-        load_original_transformer(path, CFG)
 
 
-def test_wrong_shape_is_named(model, tmp_path, monkeypatch):
-    state = to_original_state_dict(model)
+def _reshape_word_embed(state):
     state["word_embed.weight"] = torch.zeros(32, 16)
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (_drop_up_proj, r"missing keys \(1\): block_chunks\.1\.module\.0\.mlp\.up_proj\.weight"),
+        (_add_bias, r"unexpected keys \(1\): block_chunks\.0\.module\.0\.attn\.q_proj\.bias"),
+        (_reshape_word_embed, r"word_embed\.weight \(32, 16\) \(model expects \(32, 64\)\)"),
+    ],
+)
+def test_key_problems_are_named_before_reading_tensors(model, tmp_path, monkeypatch, corrupt, message):
+    state = to_original_state_dict(model)
+    corrupt(state)
     path = _write_single(state, tmp_path / "m.safetensors")
     _never_read_tensors(monkeypatch)
-    with pytest.raises(CheckpointError, match=r"word_embed\.weight \(32, 16\) \(model expects \(32, 64\)\)"):
+    with pytest.raises(CheckpointError, match=message):
         load_original_transformer(path, CFG)
 
 
