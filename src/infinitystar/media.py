@@ -76,7 +76,7 @@ def cover_resize_crop(image, height: int, width: int):
 
 def _to_unit_range(frames: np.ndarray) -> Tensor:
     """uint8 ``[T, H, W, 3]`` -> float ``[3, T, H, W]`` in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+    x = torch.from_numpy(np.array(frames, copy=True)).float() / 255.0
     return x.permute(3, 0, 1, 2) * 2 - 1  # [T,H,W,3] -> [3,T,H,W]
 
 
