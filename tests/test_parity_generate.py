@@ -28,7 +28,9 @@ def build(dump):
     model = load_original_transformer(dump.path / "transformer.safetensors", tcfg).eval()
     g = cfg["guidance"]
     options = SamplingOptions(
-        guidance=Guidance(g["method"], float(g["cfg"]), float(g.get("apg_norm_threshold", 0.0)), float(g.get("apg_eta", 0.0))),
+        guidance=Guidance(
+            g["method"], float(g["cfg"]), float(g.get("apg_norm_threshold", 0.0)), float(g.get("apg_eta", 0.0))
+        ),
         temperatures=tuple(cfg["tau_list"]),
         guidance_scales=tuple(cfg["cfg_list"]),
     )

@@ -10,6 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 
+def _check_fields(cls, d: dict) -> None:
+    """Reject keys a config dataclass does not have, listing the accepted ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; accepted: {sorted(known)}")
+
+
 def swiglu_hidden(embed_dim: int, mlp_ratio: float) -> int:
     """The original's SwiGLU width: ``round(C * ratio / 256) * 256`` with round-half-to-even."""
     return int(round(embed_dim * mlp_ratio / 256) * 256)
@@ -57,10 +65,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TransformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields {unknown}; accepted: {sorted(known)}")
+        _check_fields(cls, d)
         return cls(**d)
 
     @classmethod
@@ -114,10 +119,7 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown VAEConfig fields {unknown}; accepted: {sorted(known)}")
+        _check_fields(cls, d)
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
         return cls(**d)
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .schedule import FPS
+
 # --------------------------------------------------------------------------------------------
 # Decoder output -> uint8 frames
 # --------------------------------------------------------------------------------------------
@@ -48,7 +50,6 @@ def frames_to_uint8(decoded: Tensor, *, original_quirks: bool = False) -> Tensor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif")
-FPS = 16
 
 
 def _require_file(path, kinds: tuple[str, ...], what: str) -> Path:
@@ -123,14 +124,13 @@ def read_video(path, *, num_frames: int | None = None, size: tuple[int, int] | N
     video); by default the longest 1 + 4k that fits. ``size``: cover-resize and crop each frame.
     """
     import av
-    from PIL import Image
 
     path = _require_file(path, VIDEO_SUFFIXES, "video")
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             rate = float(stream.average_rate or stream.guessed_rate or FPS)
-            frames = [f.to_image() for f in container.decode(stream)]
+            frames = [f.to_image().convert("RGB") for f in container.decode(stream)]
     except (av.error.FFmpegError, IndexError, OSError) as exc:
         raise ValueError(f"cannot read video {path}: it is corrupt or has no video stream ({exc})") from exc
     if not frames:
@@ -148,8 +148,8 @@ def read_video(path, *, num_frames: int | None = None, size: tuple[int, int] | N
         )
     picked = [frames[i] for i in resample_indices(len(frames), rate, num_frames)]
     if size is not None:
-        picked = [cover_resize_crop(im.convert("RGB"), *size) for im in picked]
-    arr = np.stack([np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im) for im in picked])
+        picked = [cover_resize_crop(im, *size) for im in picked]
+    arr = np.stack([np.asarray(im) for im in picked])  # [T, H, W, 3] uint8
     return _to_unit_range(arr)
 
 
