@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
@@ -60,6 +61,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Subcommands that live next to the code they drive. Each module exposes
+# ``add_parser(subparsers)``, which adds one sub-parser with ``set_defaults(func=...)``;
+# ``func(args)`` returns the exit status. Keep those modules light to import (import torch-heavy
+# code inside ``func``) so that ``infinitystar --help`` stays fast.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infinitystar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"infinitystar {__version__}")
@@ -67,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="list model presets, resolutions, schedules")
     info.add_argument("--aspect-ratio", default="16:9", help="W:H, e.g. 16:9 (default), 1:1, 9:16")
     info.set_defaults(func=cmd_info)
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
     return parser
 
 

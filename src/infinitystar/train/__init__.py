@@ -1,0 +1,1 @@
+"""Training: data manifests, the latent cache, the transformer trainer and tokenizer training."""
