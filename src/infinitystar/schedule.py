@@ -31,7 +31,8 @@ BASE_SCALES: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32, 40, 
 #: Base aspect ratios h/w (landscape and square); portrait templates are their transposes.
 BASE_RATIOS: tuple[float, ...] = (1.0, 100 / 116, 3 / 4, 2 / 3, 9 / 16, 1 / 2, 2 / 5, 1 / 3)
 #: Named pixel budgets: how many leading spatial scales a template uses.
-PN_NUM_SCALES: dict[str, int] = {"0.06M": 11, "0.25M": 13, "0.40M": 14, "0.90M": 15}
+#: "0.016M" (8 scales, 128x128 at 1:1) is this project's small CPU budget (the built-in model).
+PN_NUM_SCALES: dict[str, int] = {"0.016M": 8, "0.06M": 11, "0.25M": 13, "0.40M": 14, "0.90M": 15}
 #: Friendly resolution names.
 RESOLUTIONS: dict[str, str] = {"480p": "0.40M", "720p": "0.90M"}
 #: VAE compression: 4x in time (causal, first frame alone), 16x in space.

@@ -208,6 +208,50 @@ def _iter_tensors(file: Path, keys) -> Iterator[tuple[str, torch.Tensor]]:
         raise CheckpointError(f"cannot read tensors of {file}: {type(exc).__name__}: {exc}") from exc
 
 
+def infer_transformer_config(path: str | os.PathLike, **overrides) -> TransformerConfig:
+    """The :class:`TransformerConfig` a checkpoint in the original format was saved from, read
+    from the tensor shapes in its headers (no tensor is loaded).
+
+    Widths, depth, heads (from the q/k norm width = head_dim), the MLP width, the text width and
+    length and the chunking of the key names all follow from the shapes; what shapes cannot tell
+    (``norm_eps``, ``rope_theta``, ...) keeps the released defaults unless given in ``overrides``.
+    """
+    path = Path(path)
+    found: dict[str, tuple[int, ...]] = {}
+    for shapes in _scan(path).values():
+        found.update(shapes)
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in found:
+            raise CheckpointError(f"{path} is not an InfinityStar transformer checkpoint: no {key!r} tensor")
+        return found[key]
+
+    blocks = sorted({(int(m.group(1)), int(m.group(2))) for m in map(_ORIG_BLOCK_RE.match, found) if m})
+    if not blocks:
+        raise CheckpointError(f"{path} holds no transformer block (block_chunks.*.module.*) tensors")
+    chunks = 1 + max(c for c, _ in blocks)
+    per_chunk = 1 + max(j for _, j in blocks)
+    first = "block_chunks.0.module.0."
+    embed_dim = shape("word_embed.weight")[0]
+    head_dim = shape(first + "attn.q_norm.weight")[0]
+    text_maxlen, text_channels = shape("cfg_uncond")
+    kw = dict(
+        embed_dim=embed_dim,
+        depth=chunks * per_chunk,
+        num_heads=shape(first + "attn.q_proj.weight")[0] // head_dim,
+        num_kv_heads=shape(first + "attn.k_proj.weight")[0] // head_dim,
+        mlp_hidden=shape(first + "mlp.gate_proj.weight")[0],
+        block_chunks=chunks,
+        text_channels=text_channels,
+        text_maxlen=text_maxlen,
+        latent_channels=shape("word_embed.weight")[1],
+        semantic_dim=shape("semantic_head2.weight")[0] // 2,
+        detail_dim=shape("head.weight")[0] // 2,
+    )
+    kw.update(overrides)
+    return TransformerConfig(**kw)
+
+
 def load_original_transformer(
     path: str | os.PathLike,
     cfg: TransformerConfig,

@@ -1,0 +1,202 @@
+"""``infinitystar generate``: one prompt, or a batch from a prompt file (resumable, torchrun-sharded)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ORIGINAL_SUFFIX_FLAG = "original"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate an image or a video from a prompt (the built-in model unless --checkpoint is given)",
+        description="Generate an image (--duration 0) or a video. Without --checkpoint the built-in default model "
+        "runs; with --image, image-to-video; with --video, continuation; durations beyond the model's trained "
+        "length are generated window after window (long video).",
+    )
+    p.add_argument("prompt", nargs="?", help="what to generate (omit with --prompts)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", help="image-to-video: the first frame (png, jpg, webp)")
+    src.add_argument("--video", help="continuation: the video to continue (mp4, webm, mov)")
+    p.add_argument("--duration", type=float, help="seconds; 0 = an image (default: the model's, 5 s for 8B)")
+    p.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
+    p.add_argument("--aspect-ratio", help="W:H such as 16:9, 1:1, 9:16 (default: the input's, else the model's)")
+    p.add_argument("--seed", type=int, help="random seed (default: a random one, printed and put in the file name)")
+    p.add_argument("--guidance", choices=("apg", "cfg", "none"), help="guidance method (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, help="guidance strength (default: the model's, 34 for 8B)")
+    p.add_argument("--negative-prompt", help="what to steer away from (default: the learned null text)")
+    p.add_argument("--temperatures", help="'IMAGE,VIDEO' sampling temperatures (default: the model's, 1,0.4)")
+    p.add_argument(
+        "--prompt-suffix",
+        help=f"text appended to every prompt; '{ORIGINAL_SUFFIX_FLAG}' = the original scripts' suffix",
+    )
+    p.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
+    p.add_argument("--out", help="output file (.mp4, .gif, .png; default: {prompt}_seed{seed}.mp4 here)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
+    p.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    p.add_argument("--rewrite-url", help="OpenAI-compatible endpoint to rewrite prompts with (off by default)")
+    p.add_argument("--rewrite-model", default="gpt-4o", help="model name for --rewrite-url")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch = p.add_argument_group("batch generation")
+    batch.add_argument("--prompts", help="prompt file: .jsonl, .json (list or VBench with refined prompts), .txt")
+    batch.add_argument("--out-dir", help="folder for batch outputs (finished files are skipped on rerun)")
+    batch.add_argument("--num-samples", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
+    p.set_defaults(func=run)
+
+
+def _temperatures(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--temperatures must be 'IMAGE,VIDEO' numbers such as 1,0.4; got {text!r}") from None
+    if len(values) != 2:
+        raise ValueError(f"--temperatures takes two numbers, IMAGE,VIDEO (e.g. 1,0.4); got {text!r}")
+    return values
+
+
+def _suffix(text: str | None) -> str | None:
+    if text == ORIGINAL_SUFFIX_FLAG:
+        from .text import ORIGINAL_SUFFIX
+
+        return ORIGINAL_SUFFIX
+    return text
+
+
+def _dist() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment (1 process otherwise)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _device(arg: str | None, local_rank: int, world: int) -> str | None:
+    if arg is None and world > 1:
+        import torch
+
+        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return arg
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prompts is None and not args.prompt:
+        raise ValueError("give a PROMPT, or --prompts FILE for a batch")
+    if args.prompts is not None and args.prompt:
+        raise ValueError("give either a PROMPT or --prompts FILE, not both")
+    if args.prompts is not None and args.out:
+        raise ValueError("--out names one file; a batch writes into --out-dir")
+    rank, world, local_rank = _dist()
+    temperatures = _temperatures(args.temperatures)
+
+    from .pipeline import InfinityStarPipeline
+
+    t0 = time.perf_counter()
+    pipe = InfinityStarPipeline.from_pretrained(
+        args.checkpoint,
+        device=_device(args.device, local_rank, world),
+        dtype=args.dtype,
+        resolution=args.resolution,
+        offload_text_encoder=args.offload,
+    )
+    if args.quiet:
+        pipe.set_progress_bar_config(disable=True)
+    rewriter = None
+    if args.rewrite_url:
+        from .text import PromptRewriter
+
+        rewriter = PromptRewriter(args.rewrite_url, os.environ.get("INFINITYSTAR_REWRITE_KEY"), args.rewrite_model)
+    common = dict(
+        resolution=args.resolution,
+        guidance=args.guidance,
+        guidance_scale=args.guidance_scale,
+        temperatures=temperatures,
+        prompt_suffix=_suffix(args.prompt_suffix),
+    )
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}")
+    if args.prompts is None:
+        return _single(pipe, args, common, rewriter, log)
+    return _batch(pipe, args, common, rewriter, log, rank, world)
+
+
+def _prompt(text: str, rewriter, log) -> str:
+    from .text import rewrite_or_keep
+
+    if rewriter is None:
+        return text
+    new = rewrite_or_keep(text, rewriter)
+    log(f"rewritten prompt: {new}")
+    return new
+
+
+def _single(pipe, args, common, rewriter, log) -> int:
+    from .pipeline import default_filename
+
+    out = pipe(
+        _prompt(args.prompt, rewriter, log),
+        image=args.image,
+        video=args.video,
+        duration=args.duration,
+        aspect_ratio=args.aspect_ratio,
+        seed=args.seed,
+        negative_prompt=args.negative_prompt,
+        progress=not args.quiet,
+        **common,
+    )
+    path = Path(args.out) if args.out else Path(default_filename(args.prompt, out.seed, out.is_image))
+    if out.is_image and path.suffix.lower() == ".mp4" and args.out is None:
+        path = path.with_suffix(".png")
+    out.save(path)
+    seconds = out.timings.get("total", 0.0)
+    shape = "x".join(str(v) for v in out.frames.shape[:3])
+    print(f"{path}  ({out.mode}, {shape} frames x H x W, seed {out.seed}, {seconds:.1f} s)")
+    return 0
+
+
+def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
+    from .prompt_files import read_prompt_file, shard
+
+    if not args.out_dir:
+        raise ValueError("--prompts needs --out-dir FOLDER for the outputs")
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = shard(read_prompt_file(args.prompts, num_samples=args.num_samples, seed=args.seed or 0), rank, world)
+    suffix = ".png" if args.duration == 0 else ".mp4"
+    record_file = out_dir / f"generations.rank{rank}.jsonl"
+    done = failed = skipped = 0
+    for item in items:
+        path = out_dir / f"{item.name}{suffix}"
+        if path.exists():
+            skipped += 1
+            continue
+        try:
+            out = pipe(
+                _prompt(item.prompt, rewriter, log),
+                image=item.image or args.image,
+                video=item.video or args.video,
+                duration=item.duration if item.duration is not None else args.duration,
+                aspect_ratio=item.aspect_ratio or args.aspect_ratio,
+                seed=item.seed,
+                negative_prompt=item.negative_prompt or args.negative_prompt,
+                progress=not args.quiet,
+                **common,
+            )
+        except ValueError as exc:  # a bad item (missing image, ...) must not stop the batch
+            failed += 1
+            print(f"infinitystar: skipped {item.name}: {exc}", file=sys.stderr)
+            continue
+        out.save(path)
+        done += 1
+        record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
+        record["seconds"] = round(out.timings.get("total", 0.0), 3)
+        with open(record_file, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        log(f"[{rank}] {path.name}: {out.mode}, seed {out.seed}, {record['seconds']} s")
+    print(f"rank {rank}/{world}: {done} generated, {skipped} already done, {failed} failed, in {out_dir}")
+    return 1 if failed else 0
