@@ -7,7 +7,8 @@ import importlib
 import sys
 
 from . import __version__
-from .config import PRESETS
+from .config import PRESETS, get_preset
+from .memory import estimate_generation_memory, transformer_params
 from .schedule import (
     RESOLUTIONS,
     SCHEDULE_SPECS,
@@ -19,21 +20,6 @@ from .schedule import (
 )
 
 
-def _params(cfg) -> int:
-    """Parameter count of a transformer config (Qwen blocks, no biases, two heads)."""
-    c, hd, i = cfg.embed_dim, cfg.head_dim, cfg.mlp_hidden
-    block = c * cfg.num_heads * hd * 2 + 2 * c * cfg.num_kv_heads * hd + 3 * c * i + 2 * c + 2 * hd
-    rest = (
-        cfg.text_maxlen * cfg.text_channels
-        + (cfg.text_channels + 1) * c
-        + c
-        + (cfg.latent_channels + 1) * c
-        + c
-        + (c + 1) * 2 * (cfg.detail_dim + cfg.semantic_dim)
-    )
-    return block * cfg.depth + rest
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     h_div_w = parse_aspect_ratio(args.aspect_ratio)
     print(f"infinitystar {__version__}\n")
@@ -43,21 +29,32 @@ def cmd_info(args: argparse.Namespace) -> int:
         t = p.transformer
         print(
             f"  {p.name:<8} {t.depth:>6} {t.embed_dim:>6} {t.num_heads:>5} {t.num_kv_heads:>3} "
-            f"{t.mlp_hidden:>6} {_params(t) / 1e9:>8.3f}B  {p.description}"
+            f"{t.mlp_hidden:>6} {transformer_params(t) / 1e9:>8.3f}B  {p.description}"
         )
     print(f"\nSchedules at aspect ratio {args.aspect_ratio} (h/w {h_div_w:.3f})")
-    print(f"  {'resolution':<10} {'pixels':>10} {'duration':>8} {'frames':>6} {'scales':>6} {'steps':>5} {'tokens':>8}")
+    print(
+        f"  {'resolution':<10} {'pixels':>10} {'duration':>8} {'frames':>6} {'scales':>6} {'steps':>5} {'tokens':>8}"
+        f"  {'8B GPU memory (estimate)':>24}"
+    )
+    big = get_preset("8b").transformer
     for res in RESOLUTIONS:
         for seconds in (0, 5, 10):
             frames = video_frames_for_duration(seconds)
             sched = build_schedule(h_div_w, res, latent_frames(frames))
             h, w = pixel_size(h_div_w, res)
             dur = "image" if seconds == 0 else f"{seconds} s"
+            mem = estimate_generation_memory(big, sched).gib()
+            lean = estimate_generation_memory(big, sched, offload_text_encoder=True).gib()
             print(
                 f"  {res:<10} {f'{h}x{w}':>10} {dur:>8} {frames:>6} {len(sched.scales):>6} "
                 f"{sched.num_steps:>5} {sched.num_step_tokens():>8}"
+                f"  {mem['total']:>5.1f} GiB ({lean['total']:.1f} offloaded)"
             )
-    print(f"\nReleased schedule settings: {', '.join(SCHEDULE_SPECS)}")
+    print(
+        "\nMemory: analytic estimate for the 8B model in bf16 with guidance (weights, T5-XL, KV cache, largest"
+        "\nblock activations; VAE decode not included), not a measurement; 'offloaded' keeps T5 on the CPU."
+    )
+    print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
     return 0
 
 
@@ -65,7 +62,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ``add_parser(subparsers)``, which adds one sub-parser with ``set_defaults(func=...)``;
 # ``func(args)`` returns the exit status. Keep those modules light to import (import torch-heavy
 # code inside ``func``) so that ``infinitystar --help`` stays fast.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "infinitystar.cli_generate",
+    "infinitystar.train.tokenizer_cli",
+    "infinitystar.train.extract",
+    "infinitystar.curate.cli",
+    "infinitystar.train.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         print(f"infinitystar: error: {exc}", file=sys.stderr)
         return 2
 
