@@ -1,0 +1,59 @@
+"""Data curation: turn folders of videos and images into a training manifest (``infinitystar curate``).
+
+Probe -> scene cuts -> clip filters (duration, fps, shorter side, motion) -> frame scorers (built-in brightness,
+black frames, blur; plug-ins loading local weights) -> captions (a local vision-language model, or existing
+captions) -> a jsonl manifest in the original InfinityStar format, with a report of what was dropped and why.
+Resumable and parallel; see ``runner`` for the output files and ``filters`` for every default threshold.
+"""
+
+import importlib
+
+# Names are imported on first use (PEP 562), so ``infinitystar --help`` (which imports ``curate.cli``) stays light.
+_EXPORTS = {
+    "Captioner": "captioner",
+    "CaptionerSpec": "captioner",
+    "VLMCaptioner": "captioner",
+    "parse_captioner_spec": "captioner",
+    "CurateConfig": "filters",
+    "Drop": "filters",
+    "MediaError": "probe",
+    "MediaInfo": "probe",
+    "probe_media": "probe",
+    "InputItem": "runner",
+    "collect_inputs": "runner",
+    "format_report": "runner",
+    "run_curate": "runner",
+    "ScoreFilter": "scorers",
+    "Scorer": "scorers",
+    "ScorerSpec": "scorers",
+    "build_scorer": "scorers",
+    "parse_scorer_spec": "scorers",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "Captioner",
+    "CaptionerSpec",
+    "CurateConfig",
+    "Drop",
+    "InputItem",
+    "MediaError",
+    "MediaInfo",
+    "ScoreFilter",
+    "Scorer",
+    "ScorerSpec",
+    "VLMCaptioner",
+    "build_scorer",
+    "collect_inputs",
+    "format_report",
+    "parse_captioner_spec",
+    "parse_scorer_spec",
+    "probe_media",
+    "run_curate",
+]
