@@ -97,7 +97,8 @@ class SelfCorrection:
         if s <= 0:
             return 0.0
         levels = int(round(100 * s)) + 1  # p in {0, 0.01, ..., s}
-        return int(torch.randint(0, levels, (1,), generator=generator).item()) / 100
+        device = None if generator is None else generator.device  # a CUDA generator draws on CUDA
+        return int(torch.randint(0, levels, (1,), generator=generator, device=device).item()) / 100
 
 
 @dataclass

@@ -523,6 +523,9 @@ class InfinityTransformer(nn.Module):
         total = nvis + max(lengths)
         if flex:  # FlexAttention works on 128-token tiles
             total = _round_up(total, max(self.cfg.pad_to_multiplier, 128))
+        sp = getattr(self, "sequence_parallel", None)  # set by train.sequence_parallel (Ulysses)
+        if sp is not None:  # every sequence-parallel rank holds total / sp positions
+            total = _round_up(total, sp.size)
         visual = self.embed_codes(codes)  # [B, Nvis, C]
         rows = []
         for i, t in enumerate(texts):
@@ -534,8 +537,14 @@ class InfinityTransformer(nn.Module):
         block_ids = pack_block_ids(schedule, lengths, total).to(device)  # [B, T]
         vis = block_visibility(schedule).to(device)
         attend = _flex_attend(block_ids, vis, compiled=device.type == "cuda") if flex else _dense_attend(block_ids, vis)
+        if sp is not None:  # local positions [B, T/sp, C]; all-to-all around attention
+            x, cos, sin, attend = sp.shard(x), sp.shard_rope(cos), sp.shard_rope(sin), sp.wrap(attend)
         for blk in self.blocks:
             x = blk(x, cos, sin, attend)
+        if sp is not None:  # norm and heads on the local positions, logits gathered [B, Nvis, 2d]
+            h = self.norm(x)
+            heads = (self.detail_head, self.semantic_head)
+            return PackedLogits(*(sp.gather(self._head(head, h))[:, :nvis] for head in heads))
         h = self.norm(x[:, :nvis])  # [B, Nvis, C]
         return PackedLogits(self._head(self.detail_head, h), self._head(self.semantic_head, h))
 

@@ -1,0 +1,701 @@
+"""The transformer trainer: one process on CPU, or torchrun + FSDP2 (+ Ulysses sequence parallel).
+
+One optimizer step (``grad_accum`` micro-batches, each a ``list`` of samples sharing one latent
+shape, hence one schedule):
+
+1. the schedule of the batch's latent shape (the original's template schedule, or a custom
+   pyramid), and the subset of its scales this micro-step trains
+   (:mod:`~infinitystar.train.scale_subsets`);
+2. per sample, the multi-scale bitwise quantisation of its latent with bitwise self-correction
+   (``quantizer.encode_pyramid``), one random repetition per scale (its input, its clean bit
+   labels and its global step counter = the RoPE scale position), and condition dropout
+   (the sample's text replaced by the learned null text);
+3. the packed forward, the per-bit cross-entropy with the original's scale weighting
+   (largest volume of the *full* schedule), ``backward`` (bf16 autocast on GPU);
+4. clip the gradient norm (5), AdamW (0.9, 0.97) at the scheduled learning rate, EMA.
+
+Randomness is counter-based: every draw of a sample comes from generators seeded by
+``(seed, step, sample key)`` and the subset of a micro-step by ``(seed, step, micro-step)``. So
+a run resumed from a checkpoint repeats exactly the draws of an uninterrupted run, and the
+result does not depend on how a global batch is split over data-parallel ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..config import TransformerConfig
+from ..quantizer import SelfCorrection, encode_pyramid
+from ..schedule import Schedule, aspect_templates, build_schedule, nearest_template, schedule_from_scales
+from ..transformer import InfinityTransformer, LossOutput, PackedLogits, bit_loss
+from . import checkpointing as ckpt
+from .config import TrainConfig, template_scale_count
+from .distributed import DistEnv, all_reduce_sum, apply_activation_checkpointing, barrier, fully_shard_model
+from .metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
+from .scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
+from .sequence_parallel import enable_sequence_parallel, sp_loss_scale
+
+AC_PREFIX = "_checkpoint_wrapped_module."
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any printable parts (stable across processes and runs)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def make_generator(device: torch.device | str, *parts: Any) -> torch.Generator:
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+# --------------------------------------------------------------------------------------
+# Learning rate and EMA
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """Learning rate of optimizer step ``n`` (1-based): linear warmup over ``warmup_steps``, then
+    constant (the original: no warmup, constant) or cosine down to ``min_lr_ratio * lr`` at
+    ``total_steps``. A function of the step alone, so a resumed run needs no state for it."""
+
+    lr: float
+    kind: str = "constant"
+    warmup_steps: int = 0
+    total_steps: int = 1
+    min_lr_ratio: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps and step <= self.warmup_steps:
+            return self.lr * step / self.warmup_steps
+        if self.kind == "constant":
+            return self.lr
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _clean_name(name: str) -> str:
+    return name.replace(AC_PREFIX, "")
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters: ``ema = decay * ema + (1 - decay) * p``.
+
+    Works on sharded (FSDP2 DTensor) parameters shard by shard. The original hard-codes a decay
+    of 0.9999 (and ignores its own option); here it is ``optim.ema_decay``.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow: dict[str, torch.Tensor] = {
+            _clean_name(n): p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+        }
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for n, p in model.named_parameters():
+            name = _clean_name(n)
+            if name in self.shadow:
+                self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing = sorted(set(self.shadow) - set(state))
+        if missing:
+            raise ValueError(f"EMA state lacks {missing[:5]}")
+        with torch.no_grad():
+            for k, v in self.shadow.items():
+                if v is not state[k]:
+                    v.copy_(state[k])
+
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """Unsharded CPU copies (every rank must call this under FSDP)."""
+        out = {}
+        for k, v in self.shadow.items():
+            full = v.full_tensor() if hasattr(v, "full_tensor") else v
+            out[k] = full.detach().cpu()
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# The model as trained
+# --------------------------------------------------------------------------------------
+
+
+class TrainModule(nn.Module):
+    """The transformer plus per-sample condition dropout, the unit FSDP shards at its root.
+
+    Dropout needs the learned null text ``cfg_uncond``, which under FSDP is only whole inside
+    the root's forward; doing it here (not in the transformer, whose own dropout draws one
+    generator for the whole batch) lets each sample's decision come from its own generator.
+    """
+
+    def __init__(self, transformer: InfinityTransformer, attn_impl: str = "auto"):
+        super().__init__()
+        self.transformer = transformer
+        self.attn_impl = attn_impl
+
+    def forward(
+        self,
+        codes: torch.Tensor,
+        texts: list[torch.Tensor],
+        schedule: Schedule,
+        counters: torch.Tensor,
+        drop: list[bool],
+    ) -> PackedLogits:
+        null = self.transformer.cfg_uncond
+        texts = [null[: t.shape[0]].to(t.dtype) if d else t for t, d in zip(texts, drop)]
+        out = self.transformer(codes, texts, schedule, counters, attn_impl=self.attn_impl)
+        # FSDP reduces the same set of gradients on every rank: parameters a step may not use
+        # (the null text without dropped samples, the unused sos_token, a head whose kind of
+        # scale is absent, see forward_loss) get an exact zero gradient instead of none
+        anchor = (null.sum() + self.transformer.sos_token.sum()) * 0.0
+        return PackedLogits(out.detail + anchor, out.semantic + anchor)
+
+
+def _strip(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict[str, torch.Tensor]:
+    return {_clean_name(k)[len(prefix) :] if k.startswith(prefix) else _clean_name(k): v for k, v in state.items()}
+
+
+def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
+    """Full fp32 CPU state dict (our names) of ``--init``: a released-format checkpoint, a trained
+    model folder, a run folder (its newest checkpoint) or one ``step_*`` checkpoint."""
+    from ..checkpoints import CheckpointError
+    from ..transformer_checkpoint import load_original_transformer
+
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"--init checkpoint not found: {p}")
+    if ckpt.is_model_folder(p):
+        found_cfg, state = ckpt.read_model_folder(p)
+        if found_cfg != cfg:
+            raise CheckpointError(f"--init model {p} was trained with {found_cfg}, the recipe builds {cfg}")
+        return {k: v.float() for k, v in state.items()}
+    folder = None
+    if p.is_dir() and (p / ckpt.META_NAME).is_file():
+        folder = p
+    elif p.is_dir() and ckpt.list_checkpoints(p):
+        folder = ckpt.list_checkpoints(p)[0][1]
+    if folder is not None:
+        import torch.distributed.checkpoint as dcp
+
+        with torch.device("meta"):
+            model = TrainModule(InfinityTransformer(cfg))
+        model.to_empty(device="cpu")
+        template = {"model": model.state_dict()}
+        from torch.distributed.checkpoint.api import CheckpointException
+
+        try:
+            with ckpt._quiet_single_process():
+                dcp.load(template, checkpoint_id=str(folder), no_dist=True)
+        except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
+            raise CheckpointError(f"cannot read the model of checkpoint {folder}: {type(exc).__name__}: {exc}") from exc
+        return _strip(template["model"])
+    return load_original_transformer(p, cfg).state_dict()
+
+
+# --------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedBatch:
+    """One micro-batch ready for the model."""
+
+    codes: torch.Tensor  #: [B, Nvis, 64] inputs of the kept scales at their chosen repetitions
+    texts: list[torch.Tensor]  #: per sample [L_b, Ct5]
+    labels: list[torch.Tensor]  #: per kept scale [B, pt, ph, pw, d] clean bits
+    counters: torch.Tensor  #: [B, S_kept] global step counters of the chosen repetitions
+    drop: list[bool]  #: per sample: trained with the null text
+    schedule: Schedule  #: the kept scales (a SubSchedule)
+    weights: torch.Tensor  #: [S_kept] loss weights (sum 1)
+    option: int  #: index of the subset option drawn
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.codes.shape[0] * self.codes.shape[1] + sum(t.shape[0] for t in self.texts)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    run_dir: Path
+    final_model: Path | None
+    losses: dict[int, float]
+
+
+def _check_sample(s: Any, latent_channels: int) -> None:
+    for name in ("key", "latent", "caption", "text", "h_div_w", "duration"):
+        if not hasattr(s, name):
+            raise ValueError(f"training samples need a {name!r} field (TrainSample); got {type(s).__name__}")
+    lat = s.latent
+    if not isinstance(lat, torch.Tensor) or lat.ndim != 4 or lat.shape[0] != latent_channels:
+        shape = tuple(lat.shape) if isinstance(lat, torch.Tensor) else type(lat).__name__
+        raise ValueError(f"sample {s.key}: latent must be [{latent_channels}, t, h, w], got {shape}")
+    if s.text is None and not (isinstance(s.caption, str) and s.caption.strip()):
+        raise ValueError(f"sample {s.key}: no cached text features and an empty caption")
+
+
+class Trainer:
+    """Build everything from a :class:`TrainConfig` and :meth:`train`.
+
+    ``dataset``: any iterable of ``list[TrainSample]`` batches with ``set_epoch``,
+    ``state_dict`` and ``load_state_dict`` (default: built from ``cfg.data``, sharded over the
+    data-parallel ranks). ``text_encoder``: a ``TextEncoder`` for samples without cached text
+    (default: a T5 encoder from ``cfg.data.text_encoder`` when one is needed).
+    """
+
+    def __init__(self, cfg: TrainConfig, *, dataset=None, text_encoder=None, env: DistEnv | None = None):
+        from .distributed import init_distributed
+
+        self.cfg = cfg
+        self.env = env or init_distributed(cfg.device, cfg.sp_size)
+        self.device = self.env.device
+        self.tcfg = cfg.model.transformer_config()
+        self.run_dir = Path(cfg.out)
+        self.autocast_dtype = self._autocast_dtype()
+        if cfg.fsdp_param_dtype == "bfloat16" and self.autocast_dtype is None:
+            raise ValueError("fsdp_param_dtype 'bfloat16' needs bf16 precision (autocast); use precision 'bf16'")
+        existing = ckpt.list_checkpoints(self.run_dir)
+        if existing and not cfg.resume:
+            raise ValueError(
+                f"run folder {self.run_dir} already holds checkpoints (newest: step {existing[0][0]}); "
+                "pass --resume to continue it or choose another --out"
+            )
+        resuming = bool(existing)
+        barrier(self.env)  # every rank has looked before rank 0 writes
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.json")
+
+        self.module = self._build_model(from_checkpoint=resuming)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = self._build_optimizer()
+        self.lr_schedule = LRSchedule(
+            cfg.optim.lr, cfg.optim.lr_schedule, cfg.optim.warmup_steps, cfg.steps, cfg.optim.min_lr_ratio
+        )
+        self.ema = EMA(self.module, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        self.text_encoder = text_encoder
+        self.sampler = ScaleSubsetSampler(cfg.loss.var_len, tuple(cfg.loss.var_len_probs), cfg.loss.drop_last_scale)
+        self.self_correction = SelfCorrection(cfg.loss.self_correction) if cfg.loss.self_correction > 0 else None
+        self._schedules: dict[tuple, Schedule] = {}
+        self.step = 0
+        self.epoch = 0
+        if resuming:
+            self._resume()
+        else:
+            self.dataset.set_epoch(0)
+            if self.env.is_main:  # lines of an earlier attempt that died before its first checkpoint
+                truncate_metrics(self.run_dir / "metrics.jsonl", 0)
+        self._iter = iter(self.dataset)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _autocast_dtype(self) -> torch.dtype | None:
+        p = self.cfg.precision
+        if p == "bf16" or (p == "auto" and self.device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def _initial_state(self) -> dict[str, torch.Tensor]:
+        """Full CPU state of the starting weights: ``--init`` or a seeded fresh init."""
+        if self.cfg.model.init:
+            return load_init_state(self.cfg.model.init, self.tcfg)
+        with torch.device("meta"):
+            model = InfinityTransformer(self.tcfg)
+        model.to_empty(device="cpu")
+        model.reset_parameters(generator=torch.Generator().manual_seed(self.cfg.seed))
+        return model.state_dict()
+
+    def _build_model(self, from_checkpoint: bool) -> nn.Module:
+        """The TrainModule on this rank: sharded with FSDP2 under torchrun; starting weights from
+        ``--init`` or a fresh init (not computed when a checkpoint will overwrite them)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        ac = self.cfg.activation_checkpointing
+        if ac is None:
+            ac = self.device.type == "cuda"
+        with torch.device("meta"):
+            module = TrainModule(InfinityTransformer(self.tcfg), self.cfg.model.attn_impl)
+        if ac:
+            apply_activation_checkpointing(module.transformer.blocks)
+        if self.env.world_size > 1:
+            fully_shard_model(module, module.transformer.blocks, self.cfg.fsdp_param_dtype)
+            module.to_empty(device=self.device)
+            if not from_checkpoint:
+                full = {}
+                if self.env.is_main:
+                    full = {f"transformer.{k}": v for k, v in self._initial_state().items()}
+                opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+                set_model_state_dict(module, full, options=opts)
+        else:
+            module.to_empty(device=self.device)
+            if not from_checkpoint:
+                state = {f"transformer.{k}": v for k, v in self._initial_state().items()}
+                set_model_state_dict(module, state)
+        if self.cfg.sp_size > 1:
+            enable_sequence_parallel(module.transformer, self.env.sp_group)
+        module.train()
+        return module
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        decay, no_decay = [], []
+        for name, p in self.module.named_parameters():
+            if not p.requires_grad:
+                continue
+            is_matrix = p.ndim >= 2 and "cfg_uncond" not in name and "sos_token" not in name
+            (decay if is_matrix else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = o.fused if o.fused is not None else self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps, fused=fused or None)
+
+    def _build_dataset(self):
+        d = self.cfg.data
+        if d.synthetic is not None:
+            from .synthetic import SyntheticLatentDataset
+
+            s = d.synthetic
+            return SyntheticLatentDataset(
+                num_samples=s.num_samples,
+                latent_frames=s.latent_frames,
+                latent_hw=tuple(s.latent_hw),
+                text_channels=self.tcfg.text_channels,
+                text_len=s.text_len,
+                h_div_w=s.h_div_w,
+                batch_size=d.batch_size,
+                seed=s.seed,
+                rank=self.env.dp_rank,
+                world_size=self.env.dp_size,
+                latent_channels=self.tcfg.latent_channels,
+            )
+        try:
+            from .dataset import LatentDataset
+        except ImportError as exc:
+            raise ValueError(f"data.cache needs infinitystar.train.dataset.LatentDataset, which failed: {exc}") from exc
+        if not Path(d.cache).is_dir():
+            raise ValueError(f"latent cache folder not found: {d.cache} (write one with `infinitystar extract`)")
+        return LatentDataset(
+            d.cache,
+            batch_size=d.batch_size,
+            seed=self.cfg.seed,
+            rank=self.env.dp_rank,
+            world_size=self.env.dp_size,
+            **d.dataset_options,
+        )
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": self.module, "optimizer": self.optimizer, "dataset": self.dataset}
+        if self.ema is not None:
+            state["ema"] = self.ema
+        state["trainer"] = {"step": self.step, "epoch": self.epoch}
+        return state
+
+    def _resume(self) -> None:
+        state = self.checkpoint_state()
+        step = ckpt.load_latest_checkpoint(self.run_dir, state)
+        self.step = int(state["trainer"]["step"])
+        self.epoch = int(state["trainer"]["epoch"])
+        if step != self.step:
+            raise RuntimeError(f"checkpoint step {step} and its trainer state {self.step} disagree")
+        if self.env.is_main:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+
+    # -- data ----------------------------------------------------------------------------------
+    def _next_batch(self) -> list:
+        try:
+            return next(self._iter)
+        except StopIteration:
+            self.epoch += 1
+            self.dataset.set_epoch(self.epoch)
+            self._iter = iter(self.dataset)
+            try:
+                return next(self._iter)
+            except StopIteration:
+                raise ValueError("the dataset yields no batch (too few samples for the batch size?)") from None
+
+    def schedule_for(self, h_div_w: float, t: int, h: int, w: int) -> Schedule:
+        """The full schedule of a latent of shape ``[64, t, h, w]`` (cached)."""
+        key = (round(float(h_div_w), 6), t, h, w)
+        if key in self._schedules:
+            return self._schedules[key]
+        sc = self.cfg.schedule
+        if sc.resolution is not None and sc.resolution.startswith("scales:"):
+            k = template_scale_count(sc.resolution)
+            hws = [list(hw) for hw in aspect_templates()[nearest_template(h_div_w)][:k]]
+            if tuple(hws[-1]) != (h, w):
+                raise ValueError(
+                    f"latent of size {h}x{w} does not match the {sc.resolution} pyramid of aspect {h_div_w:.3f}, "
+                    f"whose largest scale is {hws[-1][0]}x{hws[-1][1]}"
+                )
+            sched = self._pyramid_schedule(hws, t)
+        elif sc.resolution is not None:
+            sched = build_schedule(
+                h_div_w,
+                sc.resolution,
+                t,
+                image_repetition=sc.image_repetition,
+                video_repetition=sc.video_repetition,
+                detail_scale_min_tokens=sc.detail_scale_min_tokens,
+                frames_per_clip=sc.frames_per_clip,
+            )
+            if sched.final_hw != (h, w):
+                raise ValueError(
+                    f"latent of size {h}x{w} does not match the {sc.resolution} schedule of aspect {h_div_w:.3f}, "
+                    f"whose largest scale is {sched.final_hw[0]}x{sched.final_hw[1]}"
+                )
+        else:
+            if tuple(sc.scales[-1]) != (h, w):
+                raise ValueError(
+                    f"latent of size {h}x{w} does not match schedule.scales, whose last (largest) scale is "
+                    f"{sc.scales[-1][0]}x{sc.scales[-1][1]}"
+                )
+            sched = self._pyramid_schedule(sc.scales, t)
+        self._schedules[key] = sched
+        return sched
+
+    def _pyramid_schedule(self, hws: list[list[int]], t: int) -> Schedule:
+        """The image pyramid ``hws`` then one pyramid per clip of ``frames_per_clip`` latent frames."""
+        sc = self.cfg.schedule
+        rest = t - 1
+        pts = [sc.frames_per_clip] * (rest // sc.frames_per_clip)
+        if rest % sc.frames_per_clip:
+            pts.append(rest % sc.frames_per_clip)
+        shapes = [(1, a, b) for a, b in hws] + [(pt, a, b) for pt in pts for a, b in hws]
+        return schedule_from_scales(
+            shapes,
+            len(hws),
+            image_repetition=sc.image_repetition,
+            video_repetition=sc.video_repetition,
+            detail_scale_min_tokens=350 if sc.detail_scale_min_tokens is None else sc.detail_scale_min_tokens,
+            semantic_dim=self.tcfg.semantic_dim,
+            detail_dim=self.tcfg.detail_dim,
+        )
+
+    def _texts(self, batch: list) -> list[torch.Tensor]:
+        missing = [i for i, s in enumerate(batch) if s.text is None]
+        texts: list[torch.Tensor | None] = [s.text for s in batch]
+        if missing:
+            if self.text_encoder is None:
+                if not self.cfg.data.text_encoder:
+                    raise ValueError(
+                        f"sample {batch[missing[0]].key} has no cached text features: set data.text_encoder "
+                        "to a T5 folder (encoded online) or extract the cache with text features"
+                    )
+                from ..text import T5TextEncoder
+
+                self.text_encoder = T5TextEncoder(self.cfg.data.text_encoder, device=self.device)
+            with torch.no_grad():
+                encoded = self.text_encoder.encode([batch[i].caption for i in missing])
+            for i, feats in zip(missing, encoded):
+                texts[i] = feats
+        out = []
+        for s, t in zip(batch, texts):
+            if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] != self.tcfg.text_channels:
+                raise ValueError(
+                    f"sample {s.key}: text features must be [L >= 1, {self.tcfg.text_channels}], got {tuple(t.shape)}"
+                )
+            t = t[: self.tcfg.text_maxlen].to(self.device, torch.float32)
+            if not torch.isfinite(t).all():
+                raise ValueError(f"sample {s.key}: text features contain NaN or infinite values")
+            out.append(t)
+        return out
+
+    def prepare(self, batch: list, step: int, micro: int) -> PreparedBatch:
+        """Quantise, pick repetitions and subsets, draw condition dropout for one micro-batch."""
+        if not isinstance(batch, (list, tuple)) or not batch:
+            raise ValueError(f"a batch must be a non-empty list of samples, got {type(batch).__name__}")
+        for s in batch:
+            _check_sample(s, self.tcfg.latent_channels)
+        shape = tuple(batch[0].latent.shape)
+        odd = [s.key for s in batch if tuple(s.latent.shape) != shape]
+        if odd:
+            raise ValueError(f"a batch must share one latent shape {shape}; samples {odd[:4]} differ")
+        _, t, h, w = shape
+        full = self.schedule_for(batch[0].h_div_w, t, h, w)
+        option, kept = self.sampler.sample(full, make_generator("cpu", self.cfg.seed, "subset", step, micro))
+        sub = sub_schedule(full, kept)
+        weights = subset_loss_weights(full, kept, self.cfg.loss.reweight_by_scale, self.cfg.loss.max_reweight)
+
+        codes, labels, counters, drop = [], [[] for _ in kept], [], []
+        for s in batch:
+            g_cpu = make_generator("cpu", self.cfg.seed, "sample", step, s.key)
+            g_dev = make_generator(self.device, self.cfg.seed, "bsc", step, s.key)
+            latent = s.latent.to(self.device, torch.float32)[None]  # [1, 64, t, h, w]
+            try:
+                tokens = encode_pyramid(latent, full, self_correction=self.self_correction, generator=g_dev)
+            except ValueError as exc:
+                raise ValueError(f"sample {s.key}: {exc}") from None
+            u = torch.rand(len(full.scales), generator=g_cpu)  # one repetition per scale, uniformly
+            picks = [
+                sc.first_step + min(int(u[i] * sc.repetitions), sc.repetitions - 1) for i, sc in enumerate(full.scales)
+            ]
+            drop.append(bool(torch.rand(1, generator=g_cpu).item() < self.cfg.loss.cond_drop_prob))
+            parts = []
+            for j, i in enumerate(kept):
+                n = picks[i]
+                parts.append(tokens.inputs[n].flatten(2).transpose(1, 2))  # [1, 64, pt, ph, pw] -> [1, N, 64]
+                labels[j].append(tokens.bits[n])  # [1, pt, ph, pw, d]
+            codes.append(torch.cat(parts, dim=1))
+            counters.append([picks[i] for i in kept])
+        return PreparedBatch(
+            codes=torch.cat(codes, dim=0),  # [B, Nvis, 64]
+            texts=self._texts(batch),
+            labels=[torch.cat(x, dim=0) for x in labels],
+            counters=torch.tensor(counters, dtype=torch.int64),
+            drop=drop,
+            schedule=sub,
+            weights=weights.to(self.device),
+            option=option,
+            keys=[s.key for s in batch],
+        )
+
+    # -- one step ------------------------------------------------------------------------------
+    def forward_loss(self, pb: PreparedBatch) -> tuple[torch.Tensor, LossOutput]:
+        """Scale-weighted loss (mean over the micro-batch's samples) and the per-token details."""
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else torch.autocast(self.device.type, enabled=False)
+        )
+        with ctx:
+            logits = self.module(pb.codes, pb.texts, pb.schedule, pb.counters, pb.drop)
+        out = bit_loss(
+            logits.detail,
+            logits.semantic,
+            pb.labels,
+            pb.schedule,
+            reweight_by_scale=self.cfg.loss.reweight_by_scale,
+            max_reweight=self.cfg.loss.max_reweight,
+        )
+        loss = (out.scale_loss * pb.weights).sum() / pb.codes.shape[0]
+        loss = loss + (logits.detail.sum() + logits.semantic.sum()) * 0.0  # both heads always get a gradient
+        return loss, out
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns this step's metrics."""
+        cfg = self.cfg
+        step = self.step + 1
+        t0 = time.perf_counter()
+        accum = cfg.optim.grad_accum
+        scale = sp_loss_scale(cfg.sp_size) / accum
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        groups = None
+        tokens = 0
+        options = []
+        for micro in range(accum):
+            pb = self.prepare(self._next_batch(), step, micro)
+            loss, out = self.forward_loss(pb)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"step {step}: the loss is {loss.item()} (samples {pb.keys[:4]})")
+            (loss * scale).backward()
+            loss_sum += loss.detach().double().cpu()
+            g = group_sums(out.token_acc, pb.schedule)
+            groups = g if groups is None else groups + g
+            tokens += pb.num_tokens
+            options.append(pb.option)
+
+        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"step {step}: the gradient norm is {norm.item()}")
+        lr = self.lr_schedule(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.module)
+        self.step = step
+
+        # metrics: mean loss over the global batch, token accuracy, global tokens
+        world, sp = self.env.world_size, self.env.sp_size
+        packed = torch.cat([loss_sum.reshape(1) / accum, torch.tensor([tokens / sp], dtype=torch.float64)])
+        packed = all_reduce_sum(torch.cat([packed, groups.flatten()]), self.env)
+        loss_mean = float(packed[0] / world)
+        gsum = packed[2:].reshape(-1, 2)
+        elapsed = time.perf_counter() - t0
+        metrics = {
+            "loss": loss_mean,
+            "acc": float(gsum[:, 0].sum() / gsum[:, 1].sum()),
+            "grad_norm": float(norm),
+            "lr": lr,
+            "tokens": int(round(float(packed[1]))),
+            "tokens_per_s": float(packed[1]) / max(elapsed, 1e-9),
+            "step_time_s": elapsed,
+            "epoch": self.epoch,
+            "subset": options[0] if accum == 1 else options,
+        }
+        metrics.update(group_accuracies(gsum))
+        return metrics
+
+    # -- the run -------------------------------------------------------------------------------
+    def save(self) -> Path:
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.checkpoint_state(), keep=self.cfg.keep)
+
+    def export(self) -> Path | None:
+        """Write the final weights (and the EMA's) as trained-model folders; rank 0 writes."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = _strip(get_model_state_dict(self.module, options=opts))
+        ema = _strip(self.ema.full_state()) if self.ema is not None else None
+        final = self.run_dir / "final"
+        if self.env.is_main:
+            extra = {"step": self.step, "seed": self.cfg.seed}
+            ckpt.save_model_folder(state, self.tcfg, final, extra)
+            if ema is not None:
+                ckpt.save_model_folder(
+                    ema, self.tcfg, self.run_dir / "final_ema", {**extra, "ema_decay": self.ema.decay}
+                )
+        barrier(self.env)
+        return final
+
+    def train(self) -> TrainResult:
+        cfg = self.cfg
+        logger = MetricsLogger(
+            self.run_dir,
+            enabled=self.env.is_main,
+            total_steps=cfg.steps,
+            start_step=self.step,
+            progress=cfg.log.progress,
+            tensorboard=cfg.log.tensorboard,
+            wandb=cfg.log.wandb,
+            wandb_project=cfg.log.wandb_project,
+            config=cfg.to_dict(),
+        )
+        losses: dict[int, float] = {}
+        try:
+            if self.step >= cfg.steps:
+                warnings.warn(f"the run is already at step {self.step} of {cfg.steps}; nothing to train", stacklevel=2)
+            while self.step < cfg.steps:
+                metrics = self.train_step()
+                losses[self.step] = metrics["loss"]
+                if self.step % cfg.log.every == 0 or self.step == cfg.steps:
+                    logger.log(self.step, metrics)
+                logger.progress(self.step, metrics)
+                if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                    self.save()
+            final = self.export()
+        finally:
+            logger.close()
+        return TrainResult(self.step, self.run_dir, final, losses)
