@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -160,43 +159,33 @@ def _single(pipe, args, common, rewriter, log) -> int:
 
 
 def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
+    from .batch import run_batch
     from .prompt_files import read_prompt_file, shard
 
     if not args.out_dir:
         raise ValueError("--prompts needs --out-dir FOLDER for the outputs")
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     items = shard(read_prompt_file(args.prompts, num_samples=args.num_samples, seed=args.seed or 0), rank, world)
-    suffix = ".png" if args.duration == 0 else ".mp4"
-    record_file = out_dir / f"generations.rank{rank}.jsonl"
-    done = failed = skipped = 0
-    for item in items:
-        path = out_dir / f"{item.name}{suffix}"
-        if path.exists():
-            skipped += 1
-            continue
-        try:
-            out = pipe(
-                _prompt(item.prompt, rewriter, log),
-                image=item.image or args.image,
-                video=item.video or args.video,
-                duration=item.duration if item.duration is not None else args.duration,
-                aspect_ratio=item.aspect_ratio or args.aspect_ratio,
-                seed=item.seed,
-                negative_prompt=item.negative_prompt or args.negative_prompt,
-                progress=not args.quiet,
-                **common,
-            )
-        except ValueError as exc:  # a bad item (missing image, ...) must not stop the batch
-            failed += 1
-            print(f"infinitystar: skipped {item.name}: {exc}", file=sys.stderr)
-            continue
-        out.save(path)
-        done += 1
-        record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
-        record["seconds"] = round(out.timings.get("total", 0.0), 3)
-        with open(record_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        log(f"[{rank}] {path.name}: {out.mode}, seed {out.seed}, {record['seconds']} s")
-    print(f"rank {rank}/{world}: {done} generated, {skipped} already done, {failed} failed, in {out_dir}")
-    return 1 if failed else 0
+    defaults = dict(
+        duration=args.duration,
+        image=args.image,
+        video=args.video,
+        aspect_ratio=args.aspect_ratio,
+        negative_prompt=args.negative_prompt,
+    )
+    rewrite = None if rewriter is None else (lambda text: _prompt(text, rewriter, log))
+    summary = run_batch(
+        pipe,
+        items,
+        args.out_dir,
+        rank=rank,
+        defaults=defaults,
+        common=common,
+        rewrite=rewrite,
+        progress=not args.quiet,
+        log=log,
+    )
+    print(
+        f"rank {rank}/{world}: {summary.generated} generated, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed, in {args.out_dir}"
+    )
+    return 1 if summary.failed else 0
