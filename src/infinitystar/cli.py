@@ -69,6 +69,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "infinitystar.train.extract",
     "infinitystar.curate.cli",
     "infinitystar.train.cli",
+    "infinitystar.world_cli",
+    "infinitystar.cli_evaluate",
 )
 
 
