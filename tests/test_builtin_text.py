@@ -188,3 +188,17 @@ def test_features_condition_a_transformer():
         out_a, out_b = model(codes, a, sched), model(codes, b, sched)
     assert torch.isfinite(out_a.semantic).all() and not torch.allclose(out_a.semantic, out_b.semantic)
     assert 0.5 < a.norm(dim=1).mean() / model.cfg_uncond.norm(dim=1).mean() < 2.0
+
+
+def test_save_and_load_through_the_pipeline_loader(tmp_path):
+    from infinitystar.pipeline import TEXT_ENCODER_INDEX, load_text_encoder
+
+    enc = BuiltinTextEncoder(64, seed=3)
+    enc.save_pretrained(tmp_path / "te")
+    assert (tmp_path / "te" / TEXT_ENCODER_INDEX).is_file()
+    again = load_text_encoder(tmp_path / "te")
+    assert isinstance(again, BuiltinTextEncoder) and again.config() == enc.config()
+    torch.testing.assert_close(again.encode(["a red circle"])[0], enc.encode(["a red circle"])[0], rtol=0, atol=0)
+    (tmp_path / "te" / TEXT_ENCODER_INDEX).write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_text_encoder(tmp_path / "te")

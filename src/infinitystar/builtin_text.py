@@ -25,10 +25,12 @@ The position code is a sinusoid computed in float64 and rounded to float32.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -176,6 +178,30 @@ class BuiltinTextEncoder(TextEncoder):
         if unknown:
             raise ValueError(f"unknown built-in text encoder settings {unknown}; accepted: {sorted(accepted)}")
         return cls(**config, device=device)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write ``infinitystar_text_encoder.json`` (class + :meth:`config`) into ``folder``: all a model folder
+        needs, since the table is recomputed from the config (no weights to ship)."""
+        from .checkpoints import atomic_write
+        from .pipeline import TEXT_ENCODER_INDEX
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "config": self.config()}
+        atomic_write(folder / TEXT_ENCODER_INDEX, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=2) + "\n"))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> BuiltinTextEncoder:
+        """The encoder :meth:`save_pretrained` wrote into ``folder``."""
+        from .pipeline import TEXT_ENCODER_INDEX
+
+        path = Path(folder) / TEXT_ENCODER_INDEX
+        try:
+            spec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read the built-in text encoder settings {path}: {exc}") from exc
+        return cls.from_config(spec.get("config", {}), device=device)
 
     # ------------------------------------------------------------------------------------------------------------------
 

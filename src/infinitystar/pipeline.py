@@ -382,7 +382,7 @@ def load_text_encoder(folder: str | Path, device: torch.device | str = "cpu", dt
     folder = Path(folder)
     index = folder / TEXT_ENCODER_INDEX
     if index.is_file():
-        spec = json.loads(index.read_text())
+        spec = _read_json(index)
         module, _, name = str(spec.get("class", "")).rpartition(".")
         if not module.startswith("infinitystar."):
             raise CheckpointError(f"{index}: text encoder class must be an infinitystar class, got {spec!r}")

@@ -498,11 +498,10 @@ class Trainer:
                 if not self.cfg.data.text_encoder:
                     raise ValueError(
                         f"sample {batch[missing[0]].key} has no cached text features: set data.text_encoder "
-                        "to a T5 folder (encoded online) or extract the cache with text features"
+                        "to a T5 folder, a saved text-encoder folder or 'builtin' (encoded online), or extract the "
+                        "cache with text features"
                     )
-                from ..text import T5TextEncoder
-
-                self.text_encoder = T5TextEncoder(self.cfg.data.text_encoder, device=self.device)
+                self.text_encoder = make_text_encoder(self.cfg.data.text_encoder, self.tcfg, self.device)
             with torch.no_grad():
                 encoded = self.text_encoder.encode([batch[i].caption for i in missing])
             for i, feats in zip(missing, encoded):
@@ -699,3 +698,15 @@ class Trainer:
         finally:
             logger.close()
         return TrainResult(self.step, self.run_dir, final, losses)
+
+
+def make_text_encoder(spec: str, model_cfg, device):
+    """The text encoder a recipe names: 'builtin' (the package's fixed-embedding encoder, sized for the model),
+    or a folder: a T5 encoder or any saved encoder (``pipeline.load_text_encoder``)."""
+    if spec == "builtin":
+        from ..builtin_text import BuiltinTextEncoder
+
+        return BuiltinTextEncoder.for_config(model_cfg, device=device)
+    from ..pipeline import load_text_encoder
+
+    return load_text_encoder(spec, device)
