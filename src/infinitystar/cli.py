@@ -64,6 +64,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # code inside ``func``) so that ``infinitystar --help`` stays fast.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "infinitystar.cli_generate",
+    "infinitystar.cli_assemble",
     "infinitystar.cli_serve",
     "infinitystar.train.tokenizer_cli",
     "infinitystar.train.extract",

@@ -529,9 +529,10 @@ class InfinityStarPipeline:
         text_encoder = load_text_encoder(root / "text_encoder", device)
         return cls(transformer, vae.to(dtype=_vae_dtype(dtype)), text_encoder, pipe_cfg, offload_text_encoder=offload)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write our layout: ``model_index.json``, ``transformer/`` and ``vae/`` (safetensors with
-        the original key names + ``config.json``) and ``text_encoder/``."""
+        the original key names + ``config.json``) and ``text_encoder/``. ``dtype`` (e.g. fp16)
+        stores the floating-point weights in that type (loading casts them back)."""
         from .checkpoints import save_safetensors
         from .transformer_checkpoint import save_original_transformer
         from .vae import original_vae_state_dict
@@ -539,9 +540,12 @@ class InfinityStarPipeline:
         folder = Path(folder)
         (folder / "transformer").mkdir(parents=True, exist_ok=True)
         (folder / "vae").mkdir(parents=True, exist_ok=True)
-        save_original_transformer(self.transformer, folder / "transformer")
+        save_original_transformer(self.transformer, folder / "transformer", dtype=dtype)
         _write_json(folder / "transformer" / "config.json", self.transformer.cfg.to_dict())
-        vae_state = {k: v.contiguous() for k, v in original_vae_state_dict(self.vae).items()}
+        vae_state = {
+            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+            for k, v in original_vae_state_dict(self.vae).items()
+        }
         save_safetensors(vae_state, folder / "vae" / "model.safetensors", metadata={"format": "pt"})
         _write_json(folder / "vae" / "config.json", self.vae.cfg.to_dict())
         self._save_text_encoder(folder / "text_encoder")
