@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The built-in default model, reproduced with the project's own commands (CPU; resumable: rerun to continue).
+#   bash recipes/builtin/run.sh            # everything, into runs/builtin, then src/infinitystar/assets/default
+# Each step skips itself when its output exists; a killed training step continues with --resume.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+R=runs/builtin
+mkdir -p $R
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on 2 busy cores is slower than 1 (OpenMP waits)
+
+resume() { [ -d "$1/checkpoints" ] || ls -d "$1"/step_* >/dev/null 2>&1 && echo --resume || true; }
+
+# 1. the procedural world: 4000 training items (15% still images), captions by the world grammar
+[ -f $R/world_train/manifest.jsonl ] || infinitystar world write --out $R/world_train -n 4000 --split train \
+    --frames 17 --size 128 --seed 0 --image-fraction 0.15
+
+# 2. tokenizer, knowledge inheritance: a continuous VAE (64x64 5-frame world clips), then the bitwise
+#    quantizer in the loop at the model's size (128x128, 9 frames, the model's 8-scale pyramid)
+[ -f $R/vae_continuous/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+    --config recipes/builtin/tokenizer_continuous.json --out $R/vae_continuous $(resume $R/vae_continuous)
+[ -f $R/vae_quantized/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+    --config recipes/builtin/tokenizer_quantized.json --init $R/vae_continuous --out $R/vae_quantized \
+    $(resume $R/vae_quantized)
+
+# 3. latent cache of the world clips (posterior mean: deterministic tokens)
+infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quantized/vae.safetensors \
+    --resolution 0.016M --max-frames 17 --min-frames 17 --posterior mean --out $R/cache --quiet
+
+# 4. the transformer (small preset, built-in text encoder, bitwise self-correction)
+[ -d $R/transformer/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
+    $(resume $R/transformer)
+
+# 5. the model folder shipped in the package (fp16 storage)
+infinitystar assemble --transformer $R/transformer/final --vae $R/vae_quantized --text-encoder builtin \
+    --pipeline-config recipes/builtin/pipeline.json --out src/infinitystar/assets/default --dtype fp16
+
+# 6. evaluation: tokenizer PSNR and prompt following on held-out and seen combinations
+infinitystar evaluate --world-prompts heldout:100,train:100 --out-dir $R/eval --quiet
