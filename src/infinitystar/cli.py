@@ -55,6 +55,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         "\nblock activations; VAE decode not included), not a measurement; 'offloaded' keeps T5 on the CPU."
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
+    from .pipeline import BUILTIN_MODEL_DIR, MODEL_INDEX
+
+    if (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
+        size = sum(f.stat().st_size for f in BUILTIN_MODEL_DIR.rglob("*") if f.is_file())
+        print(f"Built-in default model: {BUILTIN_MODEL_DIR} ({size / 1e6:.1f} MB), used without --checkpoint")
+    else:
+        print("Built-in default model: not shipped in this installation; pass --checkpoint DIR to generate")
     return 0
 
 
