@@ -388,3 +388,13 @@ def test_media_manifest_source_through_the_cli(tmp_path):
     b = TokenizerTrainer(replace(cfg, vae=TINY), tmp_path / "b", progress=False).stream
     b.load_state_dict(state)
     assert torch.equal(b.batch(1), second)
+
+
+def test_l2_term_is_added_to_the_reconstruction_loss(tmp_path):
+    base = tiny_config(steps=1)
+    plain = TokenizerTrainer(base, tmp_path / "a", from_scratch=True, progress=False).train_step()
+    cfg = replace(base, loss=replace(base.loss, l1_weight=0.0, l2_weight=2.0))
+    m = TokenizerTrainer(cfg, tmp_path / "b", from_scratch=True, progress=False).train_step()
+    assert "l2" not in plain and m["l2"] > 0
+    assert m["l1"] == pytest.approx(plain["l1"])  # same data, same initial weights
+    assert m["loss"] == pytest.approx(2.0 * m["l2"] + cfg.loss.kl_weight * m["kl"], rel=1e-5)

@@ -135,6 +135,10 @@ class LossConfig:
     """
 
     l1_weight: float = 1.0
+    #: mean squared error weight: L1 alone pulls uncertain pixels to their median, which on mostly-background
+    #: clips (the procedural world) is the background, so small objects vanish early in training; an L2 term
+    #: gives them a gradient until they are placed
+    l2_weight: float = 0.0
     kl_weight: float = 1e-6
     quantizer_weight: float = 1.0
     perceptual_weight: float = 0.0
@@ -836,6 +840,10 @@ class TokenizerTrainer:
         l1 = l1_loss(recon, video)
         rec = lc.l1_weight * l1
         m: dict[str, Any] = {"step": self.step + 1, "l1": l1.item()}
+        if lc.l2_weight:
+            l2 = (recon.float() - video.float()).pow(2).mean()
+            rec = rec + lc.l2_weight * l2
+            m["l2"] = l2.item()
         if self.perceptual is not None:
             perc = self.perceptual(recon, video, frames=lc.perceptual_frames, generator=self.generator)
             rec = rec + lc.perceptual_weight * perc
