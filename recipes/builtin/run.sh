@@ -22,6 +22,11 @@ resume() { [ -d "$1/checkpoints" ] || ls -d "$1"/step_* >/dev/null 2>&1 && echo 
     --config recipes/builtin/tokenizer_quantized.json --init $R/vae_continuous --out $R/vae_quantized \
     $(resume $R/vae_quantized)
 
+# 2b. the comparison: the same compute budget trained from scratch with the quantizer in the loop
+[ -f $R/vae_scratch/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+    --config recipes/builtin/tokenizer_quantized.json --from-scratch --steps 540 --out $R/vae_scratch \
+    $(resume $R/vae_scratch)
+
 # 3. latent cache of the world clips (posterior mean: deterministic tokens)
 infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quantized/vae.safetensors \
     --resolution 0.016M --max-frames 17 --min-frames 17 --posterior mean --out $R/cache --quiet
@@ -30,9 +35,19 @@ infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quant
 [ -d $R/transformer/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
     $(resume $R/transformer)
 
+# 4b. the ablation of bitwise self-correction: the same smaller budget with and without it
+for run in bsc_small:0.3 nobsc:0; do
+    name=${run%%:*}; strength=${run##*:}
+    [ -d $R/transformer_$name/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
+        --out $R/transformer_$name --steps 600 --set loss.self_correction=$strength $(resume $R/transformer_$name)
+    [ -f $R/transformer_${name}_model/model_index.json ] || infinitystar assemble \
+        --transformer $R/transformer_$name/final --vae $R/vae_quantized --text-encoder builtin \
+        --pipeline-config recipes/builtin/pipeline.json --out $R/transformer_${name}_model
+done
+
 # 5. the model folder shipped in the package (fp16 storage)
 infinitystar assemble --transformer $R/transformer/final --vae $R/vae_quantized --text-encoder builtin \
     --pipeline-config recipes/builtin/pipeline.json --out src/infinitystar/assets/default --dtype fp16
 
-# 6. evaluation: tokenizer PSNR and prompt following on held-out and seen combinations
-infinitystar evaluate --world-prompts heldout:100,train:100 --out-dir $R/eval --quiet
+# 6. evaluation: one table (tokenizer PSNR, prompt following on held-out and seen combinations, the ablation, time)
+python recipes/builtin/report.py --runs $R --model src/infinitystar/assets/default
