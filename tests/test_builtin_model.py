@@ -1,0 +1,53 @@
+"""The built-in default model shipped in the package: every mode, from the CLI without flags and from Python.
+
+The model is trained by ``recipes/builtin/run.sh`` and lives in ``src/infinitystar/assets/default``; these tests
+check that it loads offline, is small, and drives every mode end to end (quality is measured by
+``recipes/builtin/report.py``, not here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infinitystar.builtin_text import BuiltinTextEncoder
+from infinitystar.cli import main
+from infinitystar.media import read_video
+from infinitystar.pipeline import BUILTIN_MODEL_DIR, InfinityStarPipeline
+
+PROMPT = "a red circle moving right on a black background"
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    p = InfinityStarPipeline.from_pretrained(device="cpu")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_the_built_in_model_is_shipped_small_and_self_contained(pipe):
+    size = sum(f.stat().st_size for f in BUILTIN_MODEL_DIR.rglob("*") if f.is_file())
+    assert size < 40e6, f"{size / 1e6:.1f} MB"
+    assert isinstance(pipe.text_encoder, BuiltinTextEncoder)  # no download, no transformers needed
+    assert pipe.config.max_duration == 1 and pipe.pixel_size("1:1") == (128, 128)
+
+
+def test_every_mode(pipe):
+    video = pipe(PROMPT, seed=0)
+    assert video.frames.shape == (17, 128, 128, 3) and video.mode == "text-to-video"
+    image = pipe("a red circle on a black background", duration=0, seed=0)
+    assert image.frames.shape == (1, 128, 128, 3)
+    i2v = pipe(PROMPT, image=image.frames[0], seed=1)
+    assert i2v.frames.shape == (17, 128, 128, 3) and i2v.mode == "image-to-video"
+    cont = pipe(PROMPT, video=video.frames[:9], seed=2)
+    assert cont.frames.shape == (17, 128, 128, 3) and cont.mode == "continuation"
+    long = pipe(PROMPT, duration=2, seed=3)
+    assert long.frames.shape == (33, 128, 128, 3)
+    np.testing.assert_array_equal(pipe(PROMPT, seed=0).frames, video.frames)
+
+
+def test_cli_generate_without_any_flag(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", PROMPT, "--seed", "5", "--quiet"]) == 0
+    path = tmp_path / "a_red_circle_moving_right_on_a_black_background_seed5.mp4"
+    assert path.is_file() and read_video(path).shape == (3, 17, 128, 128)
