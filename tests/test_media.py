@@ -79,3 +79,13 @@ def test_bad_files_are_explained(tmp_path):
         read_video(short, num_frames=17)
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         read_video(short, num_frames=4)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    path = write_video(tmp_path / "x.png", torch.zeros(1, 16, 16, 3, dtype=torch.uint8))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask

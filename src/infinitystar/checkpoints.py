@@ -85,6 +85,12 @@ def read_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
         ) from exc
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write_fn) -> None:
     """Write a file through ``write_fn(tmp_path)`` then rename it into place: a crash leaves
     either the old file or the new one, never half a file."""
@@ -96,6 +102,7 @@ def atomic_write(path: str | os.PathLike, write_fn) -> None:
         write_fn(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
