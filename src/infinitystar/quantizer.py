@@ -18,12 +18,13 @@ original stores them); codes are ``[B, d, t, h, w]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .schedule import Schedule
+from .schedule import Scale, Schedule
 
 LATENT_CHANNELS = 64
 
@@ -127,6 +128,38 @@ def _check_latent(latent: torch.Tensor, schedule: Schedule) -> None:
         raise ValueError("latent contains NaN or infinite values")
 
 
+def walk_pyramid(
+    latent: torch.Tensor,
+    schedule: Schedule,
+    step: Callable[[int, Scale, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """The multi-scale residual loop every quantiser of the pyramid shares; returns the quantised
+    latent ``[B, 64, t, h, w]`` (the clips' running sums along time).
+
+    Per clip a running sum starts at zero; for every step ``n`` (a scale's repetition) the residual
+    ``target - running`` is area-resampled to the step's (bits, pt, ph, pw) and handed to
+    ``step(n, scale, residual, running)``, which returns the step's codes ``[B, d, pt, ph, pw]``;
+    they are trilinearly resampled to the clip's full size and added to the running sum.
+    """
+    sums = []
+    n = 0
+    for clip in range(schedule.num_clips):
+        scales = schedule.clip_scales(clip)
+        start, end = scales[0].frame_start, scales[0].frame_end
+        _, h, w = scales[-1].shape
+        target = latent[:, :, start:end]  # [B, 64, pt, h, w]: this clip's full-size latent
+        running = torch.zeros_like(target)
+        for sc in scales:
+            d = schedule.bits(sc.index)
+            for _ in range(sc.repetitions):
+                residual = resize_latent(target - running, d, sc.shape[1:], "area")  # [B, d, pt, ph, pw]
+                codes = step(n, sc, residual, running)
+                running = running + resize_latent(codes, LATENT_CHANNELS, (h, w), "trilinear")
+                n += 1
+        sums.append(running)
+    return torch.cat(sums, dim=2)
+
+
 def encode_pyramid(
     latent: torch.Tensor,
     schedule: Schedule,
@@ -142,28 +175,19 @@ def encode_pyramid(
     _check_latent(latent, schedule)
     inputs: list[torch.Tensor] = []
     bits_out: list[torch.Tensor] = []
-    sums = []
     last_scale = len(schedule.scales) - 1
-    for clip in range(schedule.num_clips):
-        scales = schedule.clip_scales(clip)
-        start, end = scales[0].frame_start, scales[0].frame_end
-        _, h, w = scales[-1].shape
-        target = latent[:, :, start:end]  # [B, 64, pt, h, w]: this clip's full-size latent
-        running = torch.zeros_like(target)
-        for sc in scales:
-            d = schedule.bits(sc.index)
-            for _ in range(sc.repetitions):
-                inputs.append(area_downsample(running, sc.shape))
-                residual = resize_latent(target - running, d, sc.shape[1:], "area")  # [B, d, pt, ph, pw]
-                bits = quantize_bits(residual)
-                bits_out.append(bits)
-                used = bits
-                if self_correction is not None and sc.index < last_scale:
-                    used = flip_bits(bits, self_correction.probability(sc.index, generator), generator)
-                codes = bits_to_codes(used, running.dtype)
-                running = running + resize_latent(codes, LATENT_CHANNELS, (h, w), "trilinear")
-        sums.append(running)
-    return PyramidTokens(inputs, bits_out, torch.cat(sums, dim=2))
+
+    def step(n: int, sc: Scale, residual: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+        inputs.append(area_downsample(running, sc.shape))
+        bits = quantize_bits(residual)
+        bits_out.append(bits)
+        used = bits
+        if self_correction is not None and sc.index < last_scale:
+            used = flip_bits(bits, self_correction.probability(sc.index, generator), generator)
+        return bits_to_codes(used, running.dtype)
+
+    quantized = walk_pyramid(latent, schedule, step)
+    return PyramidTokens(inputs, bits_out, quantized)
 
 
 class RunningSum:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..quantizer import LATENT_CHANNELS, bits_to_codes, quantize_bits, resize_latent
+from ..quantizer import LATENT_CHANNELS, bits_to_codes, quantize_bits, walk_pyramid
 from ..schedule import (
     SCHEDULE_SPECS,
     Schedule,
@@ -265,52 +265,42 @@ def quantize_pyramid_ste(
     any_kept = keep.any(dim=0).tolist()
 
     bits_out: list[Tensor] = []
-    sums: list[Tensor] = []
     losses: list[Tensor] = []
     commits: list[Tensor] = []
     sample_hs: list[Tensor] = []
     codebook_hs: list[Tensor] = []
     usages: list[Tensor] = []
-    n = 0
-    for clip in range(schedule.num_clips):
-        scales = schedule.clip_scales(clip)
-        start, end = scales[0].frame_start, scales[0].frame_end
-        _, h, w = scales[-1].shape
-        target = latent[:, :, start:end]  # [B, 64, pt, h, w]: this clip's full-size latent
-        running = torch.zeros_like(target)
-        for sc in scales:
-            d = schedule.bits(sc.index)
-            for _ in range(sc.repetitions):
-                residual = resize_latent(target - running, d, sc.shape[1:], "area")  # [B, d, pt, ph, pw]
-                bits = quantize_bits(residual)  # [B, pt, ph, pw, d], exactly the inference bits
-                bits_out.append(bits)
-                z = F.normalize(residual, dim=1)  # the sphere BSQ quantises on
-                codes = bits_to_codes(bits, running.dtype)  # [B, d, pt, ph, pw] of ±1/sqrt(d)
-                q = codes + (z - z.detach())  # forward: exactly the codes; backward: identity to z
-                up = resize_latent(q, LATENT_CHANNELS, (h, w), "trilinear")  # [B, 64, pt, h, w]
-                if not all_kept[n]:
-                    up = up * keep_f[:, n].view(b, 1, 1, 1, 1)
-                running = running + up
-                if any_kept[n]:
-                    wts = keep_f[:, n]  # [B]
-                    per_sample = (z - codes).square().flatten(1).mean(1)  # [B]
-                    commit = (per_sample * wts).sum() / wts.sum()
-                    h_sample, h_code = bsq_entropy(z, cfg.inv_temperature, wts)
-                    penalty = cfg.sample_gamma * h_sample - cfg.codebook_gamma * h_code
-                    losses.append(cfg.commit_weight * commit + cfg.entropy_weight * penalty / cfg.inv_temperature)
-                    commits.append(commit.detach())
-                    sample_hs.append(h_sample.detach())
-                    codebook_hs.append(h_code.detach())
-                    usages.append(h_code.detach() / (d * math.log(2)))
-                n += 1
-        sums.append(running)
+
+    def step(n: int, sc, residual: Tensor, running: Tensor) -> Tensor:
+        d = residual.shape[1]
+        bits = quantize_bits(residual)  # [B, pt, ph, pw, d], exactly the inference bits
+        bits_out.append(bits)
+        z = F.normalize(residual, dim=1)  # the sphere BSQ quantises on
+        codes = bits_to_codes(bits, running.dtype)  # [B, d, pt, ph, pw] of ±1/sqrt(d)
+        q = codes + (z - z.detach())  # forward: exactly the codes; backward: identity to z
+        if not all_kept[n]:  # a per-sample 0/1 factor: the same before or after the (linear) upsampling
+            q = q * keep_f[:, n].view(b, 1, 1, 1, 1)
+        if any_kept[n]:
+            wts = keep_f[:, n]  # [B]
+            per_sample = (z - codes).square().flatten(1).mean(1)  # [B]
+            commit = (per_sample * wts).sum() / wts.sum()
+            h_sample, h_code = bsq_entropy(z, cfg.inv_temperature, wts)
+            penalty = cfg.sample_gamma * h_sample - cfg.codebook_gamma * h_code
+            losses.append(cfg.commit_weight * commit + cfg.entropy_weight * penalty / cfg.inv_temperature)
+            commits.append(commit.detach())
+            sample_hs.append(h_sample.detach())
+            codebook_hs.append(h_code.detach())
+            usages.append(h_code.detach() / (d * math.log(2)))
+        return q
+
+    quantized = walk_pyramid(latent, schedule, step)
 
     def _mean(xs: list[Tensor]) -> float:
         return float(torch.stack(xs).mean()) if xs else 0.0
 
     loss = torch.stack(losses).mean() if losses else latent.new_zeros(())
     return QuantizerOutput(
-        latent=torch.cat(sums, dim=2),
+        latent=quantized,
         bits=bits_out,
         loss=loss,
         commit=_mean(commits),
