@@ -285,17 +285,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """A recipe file (or the defaults when ``path`` is None) with dotted ``overrides``."""
-        d: dict = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ValueError(f"training recipe not found: {p} (expected a JSON file)")
-            try:
-                d = json.loads(p.read_text())
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"training recipe {p} is not valid JSON: {exc}") from None
-            if not isinstance(d, dict):
-                raise ValueError(f"training recipe {p} must hold a JSON object, got {type(d).__name__}")
+        d = {} if path is None else read_recipe(path, "training recipe")
         return cls.from_dict(apply_overrides(d, overrides or {}))
 
     def save(self, path: str | Path) -> None:
@@ -344,6 +334,20 @@ def _build(cls, d: Any, where: str):
         return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"invalid training config section {where.rstrip('.') or 'top level'}: {exc}") from None
+
+
+def read_recipe(path: str | Path, what: str = "recipe") -> dict:
+    """The JSON object of a recipe file, with one clear error for a missing file, bad JSON or a non-object."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{what} file not found: {p} (expected a JSON file)")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {p} is not valid JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} {p} must hold a JSON object, got {type(d).__name__}")
+    return d
 
 
 def apply_overrides(d: dict, overrides: dict[str, Any]) -> dict:

@@ -273,16 +273,9 @@ class TokenizerTrainConfig:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> TokenizerTrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"recipe file not found: {path}")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"recipe {path} is not valid JSON: {exc}") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"recipe {path} must hold a JSON object, got {type(d).__name__}")
-        return cls.from_dict(d)
+        from .config import read_recipe
+
+        return cls.from_dict(read_recipe(path))
 
     def replace(self, **changes) -> TokenizerTrainConfig:
         return dataclasses.replace(self, **changes)
