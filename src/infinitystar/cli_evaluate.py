@@ -64,8 +64,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_generate import _dist
     from .evaluate import WORLD_PROMPTS_FILE, parse_metrics, write_world_prompt_file
+    from .launch import torchrun_env
     from .prompt_files import read_prompt_file, shard
 
     if (args.i3d is None) != (args.real_videos is None):
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
     out_dir = Path(args.out_dir)
-    rank, world, local_rank = _dist()
+    rank, world, local_rank = torchrun_env()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
 
     if args.world_prompts is not None:
@@ -116,13 +116,13 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
     if not todo:
         log(f"[{rank}] all {len(items)} outputs of this rank exist in {out_dir}; nothing to generate")
         return result
-    from .cli_generate import _device
+    from .launch import rank_device
     from .pipeline import InfinityStarPipeline
 
     t0 = time.perf_counter()
     pipe = InfinityStarPipeline.from_pretrained(
         args.checkpoint,
-        device=_device(args.device, local_rank, world),
+        device=rank_device(args.device, local_rank, world),
         dtype=args.dtype,
         resolution=args.resolution,
     )
@@ -146,8 +146,8 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
 
 
 def _score(args, items, prompt_file: Path, out_dir: Path, metrics, generation, local_rank: int, world: int, log):
-    from .cli_generate import _device
     from .evaluate import format_summary, score_outputs, write_report
+    from .launch import rank_device
 
     t0 = time.perf_counter()
     report = score_outputs(
@@ -158,7 +158,7 @@ def _score(args, items, prompt_file: Path, out_dir: Path, metrics, generation, l
         i3d=args.i3d,
         real_videos=args.real_videos,
         fvd_frames=args.fvd_frames,
-        device=_device(args.device, local_rank, world),
+        device=rank_device(args.device, local_rank, world),
         rescore=args.rescore,
         log=log,
     )

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from .launch import rank_device, torchrun_env
+
 ORIGINAL_SUFFIX_FLAG = "original"
 
 
@@ -70,19 +72,6 @@ def _suffix(text: str | None) -> str | None:
     return text
 
 
-def _dist() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment (1 process otherwise)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def _device(arg: str | None, local_rank: int, world: int) -> str | None:
-    if arg is None and world > 1:
-        import torch
-
-        return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    return arg
-
-
 def run(args: argparse.Namespace) -> int:
     if args.prompts is None and not args.prompt:
         raise ValueError("give a PROMPT, or --prompts FILE for a batch")
@@ -90,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either a PROMPT or --prompts FILE, not both")
     if args.prompts is not None and args.out:
         raise ValueError("--out names one file; a batch writes into --out-dir")
-    rank, world, local_rank = _dist()
+    rank, world, local_rank = torchrun_env()
     temperatures = _temperatures(args.temperatures)
 
     from .pipeline import InfinityStarPipeline
@@ -98,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     pipe = InfinityStarPipeline.from_pretrained(
         args.checkpoint,
-        device=_device(args.device, local_rank, world),
+        device=rank_device(args.device, local_rank, world),
         dtype=args.dtype,
         resolution=args.resolution,
         offload_text_encoder=args.offload,

@@ -8,7 +8,8 @@ command resumes: finished items are skipped.
 from __future__ import annotations
 
 import argparse
-import os
+
+from ..launch import torchrun_env
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -47,22 +48,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _rank_and_world() -> tuple[int, int, int]:
-    def env(name: str, default: int) -> int:
-        raw = os.environ.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-
-    rank, world, local = env("RANK", 0), env("WORLD_SIZE", 1), env("LOCAL_RANK", 0)
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"RANK={rank} / WORLD_SIZE={world} are inconsistent (need 0 <= RANK < WORLD_SIZE)")
-    return rank, world, local
-
-
 def run(args: argparse.Namespace) -> int:
     import logging
     import sys
@@ -74,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from .preprocess import Resolution
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rank, world, local_rank = _rank_and_world()
+    rank, world, local_rank = torchrun_env()
     resolution = Resolution.parse(args.resolution)  # fail before loading anything
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":

@@ -37,11 +37,11 @@ Whatever the option, every scale a kept scale attends to (``Scale.ref_scales``) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..schedule import Scale, Schedule
+from ..schedule import Schedule
 
 #: pyramids at least this long use the original's table
 TABLE_MIN_SCALES = 14
@@ -176,20 +176,7 @@ def sub_schedule(schedule: Schedule, kept) -> SubSchedule:
     scales = []
     for new, old in enumerate(kept):
         sc = schedule.scales[old]
-        scales.append(
-            Scale(
-                index=new,
-                shape=sc.shape,
-                clip=sc.clip,
-                index_in_clip=sc.index_in_clip,
-                frame_start=sc.frame_start,
-                frame_end=sc.frame_end,
-                repetitions=sc.repetitions,
-                first_step=sc.first_step,
-                semantic=sc.semantic,
-                ref_scales=tuple(new_index[r] for r in sc.ref_scales),
-            )
-        )
+        scales.append(replace(sc, index=new, ref_scales=tuple(new_index[r] for r in sc.ref_scales)))
     return SubSchedule(
         tuple(scales),
         schedule.scales_per_clip,
