@@ -364,7 +364,6 @@ def build_schedule(
     """
     spec = SCHEDULE_SPECS.get(pn)
     hws = spatial_scales(h_div_w, pn)
-    k = len(hws)
     if spec is not None:
         image_repetition = spec.image_repetition if image_repetition is None else image_repetition
         video_repetition = spec.video_repetition if video_repetition is None else video_repetition
@@ -372,6 +371,28 @@ def build_schedule(
             detail_scale_min_tokens = spec.detail_scale_min_tokens
     if detail_scale_min_tokens is None:
         raise ValueError(f"detail_scale_min_tokens is required for budget {pn!r}")
+    return pyramid_schedule(
+        hws,
+        num_latent_frames,
+        image_repetition=image_repetition,
+        video_repetition=video_repetition,
+        detail_scale_min_tokens=detail_scale_min_tokens,
+        frames_per_clip=frames_per_clip,
+    )
+
+
+def pyramid_schedule(
+    sizes: Sequence[tuple[int, int]],
+    num_latent_frames: int,
+    *,
+    image_repetition: Sequence[int] | str | None = None,
+    video_repetition: Sequence[int] | str | None = None,
+    detail_scale_min_tokens: int = 350,
+    frames_per_clip: int = 20,
+) -> Schedule:
+    """The spacetime pyramid over one list of spatial ``sizes`` (ph, pw): the image pyramid on the
+    first latent frame, then clips of ``frames_per_clip`` latent frames (the last one shorter if
+    needed), each repeating the same sizes."""
     if num_latent_frames < 1:
         raise ValueError(f"num_latent_frames must be >= 1, got {num_latent_frames}")
     if frames_per_clip < 1:
@@ -380,12 +401,12 @@ def build_schedule(
     clip_pts = [frames_per_clip] * (rest // frames_per_clip)
     if rest % frames_per_clip:
         clip_pts.append(rest % frames_per_clip)
-    shapes = [(1, h, w) for h, w in hws]
+    shapes = [(1, h, w) for h, w in sizes]
     for pt in clip_pts:
-        shapes += [(pt, h, w) for h, w in hws]
+        shapes += [(pt, h, w) for h, w in sizes]
     return schedule_from_scales(
         shapes,
-        k,
+        len(sizes),
         image_repetition=image_repetition,
         video_repetition=video_repetition,
         detail_scale_min_tokens=detail_scale_min_tokens,

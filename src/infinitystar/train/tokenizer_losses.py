@@ -32,7 +32,7 @@ from ..schedule import (
     aspect_templates,
     build_schedule,
     nearest_template,
-    schedule_from_scales,
+    pyramid_schedule,
     spatial_scales,
 )
 
@@ -103,16 +103,14 @@ def tokenizer_schedule(
             sizes.append((ph, pw))
     if not sizes or sizes[-1] != (h, w):
         sizes.append((h, w))
-    rest = t - 1
-    clip_pts = [frames_per_clip] * (rest // frames_per_clip)
-    if rest % frames_per_clip:
-        clip_pts.append(rest % frames_per_clip)
-    shapes = [(1, ph, pw) for ph, pw in sizes]
-    for pt in clip_pts:
-        shapes += [(pt, ph, pw) for ph, pw in sizes]
     k = len(sizes)
-    return schedule_from_scales(
-        shapes, k, image_repetition=[reps] * k, video_repetition=[reps] * k, detail_scale_min_tokens=threshold
+    return pyramid_schedule(
+        sizes,
+        t,
+        image_repetition=[reps] * k,
+        video_repetition=[reps] * k,
+        detail_scale_min_tokens=threshold,
+        frames_per_clip=frames_per_clip,
     )
 
 
