@@ -15,36 +15,12 @@ from __future__ import annotations
 
 import argparse
 import resource
-import time
-from collections.abc import Callable
 
 import torch
 
-from infinitystar.config import get_preset
+from _common import Clock, random_transformer
 from infinitystar.schedule import Schedule, build_schedule
 from infinitystar.transformer import InfinityTransformer
-
-
-def _random_model(preset: str, device: torch.device, dtype: torch.dtype) -> InfinityTransformer:
-    """The preset's architecture with random weights, built on the meta device directly in
-    ``dtype`` and materialised once on ``device`` (no fp32 copy of an 8B model anywhere)."""
-    cfg = get_preset(preset).transformer
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device("meta"):
-            model = InfinityTransformer(cfg)
-    finally:
-        torch.set_default_dtype(default)
-    model = model.to_empty(device=device)
-    g = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim >= 2:
-                p.normal_(0, p.shape[-1] ** -0.5, generator=g)
-            else:
-                p.normal_(1.0, 0.02, generator=g)
-    return model.eval()
 
 
 def _schedule(resolution: str | None, latent_frames: int) -> Schedule:
@@ -53,28 +29,12 @@ def _schedule(resolution: str | None, latent_frames: int) -> Schedule:
     return build_schedule(1.0, "0.06M", latent_frames, detail_scale_min_tokens=100)
 
 
-class _Clock:
-    """Wall time of a callable, synchronising the GPU around it."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, fn: Callable[[], object]) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if self.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-
 def run(model: InfinityTransformer, schedule: Schedule, rows: int, text_len: int, device: torch.device) -> dict:
     """One generation's worth of steps; returns per-step times and memory figures."""
     cfg = model.cfg
     g = torch.Generator(device=device).manual_seed(1)
     text = torch.randn(text_len, cfg.text_channels, generator=g, device=device)
-    clock = _Clock(device)
+    clock = Clock(device)
     cache = model.new_cache(schedule, rows)
     text_rows = model.text_rows(text, guidance=rows == 2)
     prefill = clock(lambda: model.prefill_text(cache, text_rows))
@@ -127,7 +87,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     print(f"device {device}, dtype {dtype}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     for preset in presets:
-        model = _random_model(preset, device, dtype)
+        model = random_transformer(preset, device, dtype)
         warm = schedule.truncate_clips(1)
         run(model, warm, args.rows, args.text_len, device)  # warm-up: allocator, kernels
         if device.type == "cuda":

@@ -38,6 +38,18 @@ def test_text_to_video_writes_a_playable_mp4_named_with_the_seed(model_dir, tmp_
         assert c.metadata.get("seed") == "7" or "seed=7" in c.metadata.get("comment", "")
 
 
+def test_speed_flags_give_the_same_video(model_dir, tmp_path):
+    """--token-chunk only bounds memory: the same seed gives the same video; --sampler bernoulli draws
+    other bits (same distribution)."""
+    paths = {name: tmp_path / f"{name}.mp4" for name in ("plain", "chunked", "bernoulli")}
+    assert gen(model_dir, "a red cat", "--seed", "3", "--out", str(paths["plain"]), "--token-chunk", "0") == 0
+    assert gen(model_dir, "a red cat", "--seed", "3", "--out", str(paths["chunked"]), "--token-chunk", "5") == 0
+    assert gen(model_dir, "a red cat", "--seed", "3", "--out", str(paths["bernoulli"]), "--sampler", "bernoulli") == 0
+    plain, chunked, bern = (read_video(p) for p in paths.values())
+    assert np.array_equal(plain, chunked)
+    assert bern.shape == plain.shape and not np.array_equal(plain, bern)
+
+
 def test_every_mode_from_the_command_line(model_dir, tmp_path):
     from PIL import Image
 
@@ -91,6 +103,7 @@ def test_bad_arguments_exit_2_with_one_message(model_dir, tmp_path, capsys):
         (["a cat", "--aspect-ratio", "wide"], "aspect ratio"),
         ([], "give a PROMPT"),
         (["a cat", "--out", str(tmp_path / "x.avi")], "unsupported output type"),
+        (["a cat", "--token-chunk", "-1"], "--token-chunk must be >= 0"),
     ]
     for extra, message in cases:
         assert gen(model_dir, *extra) == 2

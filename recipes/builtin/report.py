@@ -16,6 +16,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import subprocess
@@ -26,24 +27,28 @@ from pathlib import Path
 import torch
 
 from infinitystar.cli import main as cli
+from infinitystar.media import frames_to_uint8
 from infinitystar.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import build_schedule
 from infinitystar.train.tokenizer_train import load_vae_weights
 from infinitystar.vae import VideoVAE, infer_vae_config, read_original_vae_state
 from infinitystar.world import WorldDataset, WorldSpec
+from infinitystar.world_eval import evaluate_video
 
 
-def tokenizer_psnr(vae_file: Path, n: int, quantize: bool = True) -> float:
-    """Mean PSNR (dB, frames in [0, 255]) of held-out world clips through VAE encode -> bits -> decode."""
+def tokenizer_eval(vae_file: Path, n: int, quantize: bool = True) -> tuple[float, dict[str, float]]:
+    """Mean PSNR (dB, frames in [0, 255]) of held-out world clips through VAE encode -> bits -> decode, and the
+    analytic evaluator's accuracy on those reconstructions against the clips' captions: the ceiling that
+    generation through this tokenizer can reach."""
     vae = VideoVAE(infer_vae_config(read_original_vae_state(vae_file)))
     load_vae_weights(vae, vae_file)
     vae.eval()
     data = WorldDataset(n, seed=12345, split="heldout", spec=WorldSpec(frames=17, size=128))
     sched = build_schedule(1.0, "0.016M", 5, detail_scale_min_tokens=16, frames_per_clip=2)
-    values = []
+    values, hits = [], {"color": 0, "shape": 0, "motion": 0, "all": 0}
     with torch.no_grad():
         for i in range(n):
-            video, _ = data[i]
+            video, caption = data[i]
             x = video[None]  # [1, 3, 17, 128, 128] in [-1, 1]
             latent = vae.encode(x, sample=False)
             if quantize:
@@ -51,7 +56,11 @@ def tokenizer_psnr(vae_file: Path, n: int, quantize: bool = True) -> float:
             y = vae.decode(latent).clamp(-1, 1)
             mse = ((y - x) * 127.5).pow(2).mean().item()
             values.append(10 * math.log10(255.0**2 / max(mse, 1e-10)))
-    return sum(values) / len(values)
+            r = evaluate_video(frames_to_uint8(y)[0].numpy(), caption)
+            for key, ok in (("color", r.color_correct), ("shape", r.shape_correct), ("motion", r.motion_correct)):
+                hits[key] += bool(ok)
+            hits["all"] += r.all_correct
+    return sum(values) / len(values), {k: v / n for k, v in hits.items()}
 
 
 def prompt_following(model: Path, out_dir: Path, n: int) -> dict | None:
@@ -74,6 +83,15 @@ def prompt_following(model: Path, out_dir: Path, n: int) -> dict | None:
     return json.loads((out_dir / "summary.json").read_text())
 
 
+def weights_digest(model: Path) -> str:
+    """Short hash of a model folder's transformer weights: evaluation outputs of other weights are never reused
+    (``infinitystar evaluate`` skips files that exist)."""
+    h = hashlib.sha256()
+    for f in sorted((model / "transformer").glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
+
+
 def fmt(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -83,7 +101,7 @@ def main() -> int:
     ap.add_argument("--runs", default="runs/builtin")
     ap.add_argument("--model", default="src/infinitystar/assets/default")
     ap.add_argument("--n", type=int, default=100, help="prompts per split (held-out, seen)")
-    ap.add_argument("--clips", type=int, default=32, help="held-out clips for the tokenizer PSNR")
+    ap.add_argument("--clips", type=int, default=32, help="held-out clips for the tokenizer rows")
     args = ap.parse_args()
     runs = Path(args.runs)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -95,15 +113,21 @@ def main() -> int:
         ("VAE PSNR without quantizer (continuous stage alone, reference)", runs / "vae_continuous", False),
     ):
         f = path / "vae.safetensors"
-        value = f"{tokenizer_psnr(f, args.clips, quant):.2f} dB" if f.is_file() else "not trained"
-        print(f"| {name} | {value} | {'>= 30 dB' if quant else ''} |", flush=True)
+        if not f.is_file():
+            print(f"| {name} | not trained | |")
+            continue
+        psnr, ceiling = tokenizer_eval(f, args.clips, quant)
+        print(f"| {name} | {psnr:.2f} dB | {'>= 30 dB' if quant else ''} |", flush=True)
+        if path.name == "vae_quantized":
+            cells = ", ".join(f"{k} {fmt(v)}" for k, v in ceiling.items())
+            print(f"| evaluator on these reconstructions (the ceiling of generation) | {cells} | |", flush=True)
 
     models = [("built-in model", Path(args.model))]
     for tag in ("transformer_bsc_small", "transformer_nobsc"):
         if (runs / f"{tag}_model" / "model_index.json").is_file():
             models.append((f"ablation: {tag}", runs / f"{tag}_model"))
     for label, model in models:
-        summary = prompt_following(model, runs / "eval" / model.name, args.n)
+        summary = prompt_following(model, runs / "eval" / f"{model.name}-{weights_digest(model)}", args.n)
         if summary is None:
             print(f"| {label}: prompt following | no model | |")
             continue

@@ -35,6 +35,12 @@ infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quant
 [ -d $R/transformer/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
     $(resume $R/transformer)
 
+# 4a. more of the same: continue from the 1000-step model (its weights, a fresh optimizer and a second
+#     cosine cycle at half the peak rate); resumable like every step
+[ -d $R/transformer_long/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
+    --init $R/transformer/final --out $R/transformer_long --steps ${LONG_STEPS:-3000} \
+    --set optim.lr=0.0005 --set optim.warmup_steps=50 --set save_every=100 $(resume $R/transformer_long)
+
 # 4b. the ablation of bitwise self-correction: the same smaller budget with and without it
 for run in bsc_small:0.3 nobsc:0; do
     name=${run%%:*}; strength=${run##*:}
@@ -46,7 +52,7 @@ for run in bsc_small:0.3 nobsc:0; do
 done
 
 # 5. the model folder shipped in the package (fp16 storage)
-infinitystar assemble --transformer $R/transformer/final --vae $R/vae_quantized --text-encoder builtin \
+infinitystar assemble --transformer $R/transformer_long/final --vae $R/vae_quantized --text-encoder builtin \
     --pipeline-config recipes/builtin/pipeline.json --out src/infinitystar/assets/default --dtype fp16
 
 # 6. evaluation: one table (tokenizer PSNR, prompt following on held-out and seen combinations, the ablation, time)

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from . import __version__
+from .block_runner import InferenceOptions
 from .config import PRESETS, get_preset
 from .memory import estimate_generation_memory, transformer_params
 from .schedule import (
@@ -37,14 +38,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  {'8B GPU memory (estimate)':>24}"
     )
     big = get_preset("8b").transformer
+    chunk = InferenceOptions().token_chunk  # the MLP runs over chunks of this many tokens by default
     for res in RESOLUTIONS:
         for seconds in (0, 5, 10):
             frames = video_frames_for_duration(seconds)
             sched = build_schedule(h_div_w, res, latent_frames(frames))
             h, w = pixel_size(h_div_w, res)
             dur = "image" if seconds == 0 else f"{seconds} s"
-            mem = estimate_generation_memory(big, sched).gib()
-            lean = estimate_generation_memory(big, sched, offload_text_encoder=True).gib()
+            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk).gib()
+            lean = estimate_generation_memory(big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk).gib()
             print(
                 f"  {res:<10} {f'{h}x{w}':>10} {dur:>8} {frames:>6} {len(sched.scales):>6} "
                 f"{sched.num_steps:>5} {sched.num_step_tokens():>8}"
@@ -52,7 +54,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             )
     print(
         "\nMemory: analytic estimate for the 8B model in bf16 with guidance (weights, T5-XL, KV cache, largest"
-        "\nblock activations; VAE decode not included), not a measurement; 'offloaded' keeps T5 on the CPU."
+        f"\nblock activations with the MLP over chunks of {chunk} tokens; VAE decode not included), not a"
+        "\nmeasurement; 'offloaded' keeps T5 on the CPU."
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
     from .pipeline import BUILTIN_MODEL_DIR, MODEL_INDEX

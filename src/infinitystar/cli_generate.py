@@ -42,6 +42,22 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
     p.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    speed = p.add_argument_group("speed and memory")
+    speed.add_argument(
+        "--compile", action="store_true", help="torch.compile the transformer blocks (the first video compiles)"
+    )
+    speed.add_argument(
+        "--token-chunk",
+        type=int,
+        default=8192,
+        help="tokens per MLP / attention chunk on large scales: less memory (0 = whole scales; default 8192)",
+    )
+    speed.add_argument(
+        "--sampler",
+        choices=("multinomial", "bernoulli"),
+        default="multinomial",
+        help="bit sampler: multinomial draws exactly as the original; bernoulli is faster (other draws)",
+    )
     p.add_argument("--rewrite-url", help="OpenAI-compatible endpoint to rewrite prompts with (off by default)")
     p.add_argument("--rewrite-model", default="gpt-4o", help="model name for --rewrite-url")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -92,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
         resolution=args.resolution,
         offload_text_encoder=args.offload,
     )
+    if args.token_chunk < 0:
+        raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {args.token_chunk}")
+    pipe.transformer.inference.token_chunk = args.token_chunk or None
+    pipe.transformer.inference.compile = args.compile
     if args.quiet:
         pipe.set_progress_bar_config(disable=True)
     rewriter = None
@@ -105,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale,
         temperatures=temperatures,
         prompt_suffix=_suffix(args.prompt_suffix),
+        sampler=args.sampler,
     )
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}")

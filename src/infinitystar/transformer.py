@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .block_runner import BlockRunner, InferenceOptions, attend_in_chunks
 from .config import TransformerConfig
 from .rope import apply_rope, packed_visual_rope, text_rope, visual_rope
 from .schedule import Schedule, Step
@@ -135,6 +136,20 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         h = x + self.attn(self.attn_norm(x), cos, sin, attend)
+        return h + self.mlp(self.mlp_norm(h))
+
+    # The same computation cut at attention, for inference: the pieces around ``attend`` are pure
+    # tensor functions (compilable with dynamic shapes) and the MLP can run over token chunks.
+    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """q [B, H, n, hd], k / v [B, KV, n, hd] of ``x [B, n, C]``."""
+        return self.attn.project(self.attn_norm(x), cos, sin)
+
+    def attn_residual(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """``x + o_proj(o)`` for the attention output ``o [B, H, n, hd]``."""
+        b, n, _ = x.shape
+        return x + self.attn.o_proj(o.transpose(1, 2).reshape(b, n, -1))  # [B, n, C]
+
+    def mlp_residual(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.mlp(self.mlp_norm(h))
 
 
@@ -361,6 +376,9 @@ class InfinityTransformer(nn.Module):
         self.norm = RMSNorm(c, cfg.norm_eps)
         self.detail_head = nn.Linear(c, 2 * cfg.detail_dim)
         self.semantic_head = nn.Linear(c, 2 * cfg.semantic_dim)
+        #: how inference steps run (token chunks, torch.compile); change the fields freely
+        self.inference = InferenceOptions()
+        self._runner = BlockRunner(self.inference)
         if self.cfg_uncond.device.type != "meta":
             self.reset_parameters()
 
@@ -618,7 +636,7 @@ class InfinityTransformer(nn.Module):
         cos, sin = self._rope(text_rope(n, self.cfg.head_dim, self.cfg.rope_theta), x.device)
         mask = cache.key_mask(n)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, cos, sin, self._text_attend(cache, i, mask))
+            x = self._run_block(blk, x, cos, sin, self._text_attend(cache, i, mask))
 
     @staticmethod
     def _text_attend(cache: KVCache, layer: int, mask: torch.Tensor | None) -> AttendFn:
@@ -653,22 +671,31 @@ class InfinityTransformer(nn.Module):
             schedule, sc.index, step.index, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_text_offset
         )
         cos, sin = self._rope(rope, x.device)
+        chunk = self.inference.token_chunk
         for i, blk in enumerate(self.blocks):
-            x = blk(x, cos, sin, self._step_attend(cache, i, sc.ref_scales, sc.index if store else None))
+            attend = self._step_attend(cache, i, sc.ref_scales, sc.index if store else None, chunk)
+            x = self._run_block(blk, x, cos, sin, attend)
         if step.is_last_repetition:
             cache.free_unused(sc.index, finished=True)
         head = self.semantic_head if sc.semantic else self.detail_head
         return self._head(head, self.norm(x))
 
+    def _run_block(self, blk: Block, x: torch.Tensor, cos, sin, attend: AttendFn) -> torch.Tensor:
+        self._runner.options = self.inference  # the options may have been replaced
+        return self._runner(blk, x, cos, sin, attend)
+
     @staticmethod
-    def _step_attend(cache: KVCache, layer: int, refs: Sequence[int], store_as: int | None) -> AttendFn:
+    def _step_attend(
+        cache: KVCache, layer: int, refs: Sequence[int], store_as: int | None, chunk: int | None = None
+    ) -> AttendFn:
         def attend(q, k, v):
             ctx_k, ctx_v = cache.context(layer, refs)  # [R, KV, L + refs, hd]
             if store_as is not None:
                 cache.store(store_as, layer, k, v)
             keys = torch.cat([ctx_k, k], dim=2)  # [R, KV, L + refs + N, hd]
             values = torch.cat([ctx_v, v], dim=2)
-            return sdpa(q, keys, values, cache.key_mask(keys.shape[2]))
+            mask = cache.key_mask(keys.shape[2])
+            return attend_in_chunks(lambda qc: sdpa(qc, keys, values, mask), q, chunk)
 
         return attend
 

@@ -1,0 +1,57 @@
+"""The benchmark scripts run and report consistent figures (their speed is never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _run(script: str, *args: str) -> str:
+    res = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, check=False, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("bench") / "runs.jsonl"
+    _run("bench_generate.py", "--model", "tiny", "--json", str(out))
+    _run("bench_generate.py", "--model", "builtin", "--mode", "i2v", "--token-chunk", "64", "--json", str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return {r["spec"]["mode"]: r for r in rows}
+
+
+def test_text_to_video_run_accounts_for_every_phase_and_flop(runs):
+    from infinitystar.config import get_preset
+    from infinitystar.flops import generation_flops
+    from infinitystar.schedule import build_schedule
+
+    r = runs["t2v"]
+    assert r["frames"] == [17, 256, 256, 3] and r["computed_steps"] == r["steps"]
+    assert sum(r["phases"].values()) == pytest.approx(r["total_s"], rel=1e-6)
+    assert all(v >= 0 for k, v in r["phases"].items() if k != "other")
+    sched = build_schedule(1.0, "0.06M", 5, detail_scale_min_tokens=100, frames_per_clip=4)
+    expected = generation_flops(get_preset("tiny").transformer, sched, rows=2, text_tokens=r["text_tokens"])
+    assert r["flops"] == pytest.approx(expected.total)
+    assert sum(r["group_flops"].values()) + r["prefill_flops"] == pytest.approx(r["flops"])
+    assert r["matmul_rate"] > 0 and r["peak_memory_gib"] > 0
+
+
+def test_image_to_video_run_skips_forced_steps(runs):
+    r = runs["i2v"]
+    assert r["inference"]["token_chunk"] == 64
+    assert 0 < r["computed_steps"] < r["steps"]
+    assert r["phases"]["VAE encode (reference)"] > 0
+
+
+def test_attention_bench_prints_three_variants():
+    out = _run("bench_attention.py", "--preset", "tiny", "--resolution", "0.06M", "--repeats", "1")
+    assert out.count("| native GQA") == 2 and "repeat_kv + cat (original)" in out
