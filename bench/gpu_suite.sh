@@ -42,3 +42,4 @@ case $part in
     exit 2
     ;;
 esac
+[ -f "$out/generate.jsonl" ] && $py bench/summarize.py "$out/generate.jsonl" | tee "$out/table.md"

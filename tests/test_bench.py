@@ -21,12 +21,12 @@ def _run(script: str, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, dict]:
+def runs(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "runs.jsonl"
     _run("bench_generate.py", "--model", "tiny", "--json", str(out))
     _run("bench_generate.py", "--model", "builtin", "--mode", "i2v", "--token-chunk", "64", "--json", str(out))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    return {r["spec"]["mode"]: r for r in rows}
+    return {"file": out, **{r["spec"]["mode"]: r for r in rows}}
 
 
 def test_text_to_video_run_accounts_for_every_phase_and_flop(runs):
@@ -55,3 +55,10 @@ def test_image_to_video_run_skips_forced_steps(runs):
 def test_attention_bench_prints_three_variants():
     out = _run("bench_attention.py", "--preset", "tiny", "--resolution", "0.06M", "--repeats", "1")
     assert out.count("| native GQA") == 2 and "repeat_kv + cat (original)" in out
+
+
+def test_summary_table_has_one_row_per_run_with_its_command(runs):
+    out = _run("summarize.py", str(runs["file"])).splitlines()
+    assert len(out) == 2 + 2
+    assert "`python bench/bench_generate.py --model tiny`" in out[2]
+    assert "`python bench/bench_generate.py --model builtin --token-chunk 64 --mode i2v`" in out[3]
