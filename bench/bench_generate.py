@@ -180,6 +180,7 @@ def _groups(schedule) -> dict[str, list[int]]:
 def run_one(spec: RunSpec) -> dict:
     device = torch.device(spec.device)
     torch.set_grad_enabled(False)
+    rate = matmul_rate(device, _dtype(spec, device))  # first, on a quiet process
     pipe = build_pipeline(spec, device)
     if spec.token_chunk is not None:
         pipe.transformer.inference.token_chunk = spec.token_chunk or None  # 0: whole scales
@@ -246,16 +247,22 @@ def run_one(spec: RunSpec) -> dict:
         "flops": flops.total,
         "group_flops": group_flops,
         "prefill_flops": flops.prefill,
-        "matmul_rate": matmul_rate(device, dtype),
+        "matmul_rate": rate,
         "peak_memory_gib": max(overall_peak, *measured_vae.peaks.values()),
         "phase_peak_gib": measured_vae.peaks,
         "peak_memory_kind": memory.kind,
     }
 
 
-def _in_subprocess(spec: RunSpec) -> dict:
+#: glibc settings under which freed tensors go back to the system at once, so that the peak RSS is the peak of
+#: live tensors (slower: every large allocation is an mmap)
+EXACT_CPU_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "1"}
+
+
+def _in_subprocess(spec: RunSpec, exact_cpu_memory: bool = False) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--one", json.dumps(asdict(spec))]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, **(EXACT_CPU_MEMORY if exact_cpu_memory else {})}
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"run {spec.model} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -305,6 +312,11 @@ def main() -> None:
     ap.add_argument("--offload-text-encoder", action="store_true")
     ap.add_argument("--mode", choices=("t2v", "i2v"), default="t2v", help="i2v: a plain image forces the first frame")
     ap.add_argument("--exact-forcing", action="store_true", help="compute forced steps too (as the original)")
+    ap.add_argument(
+        "--exact-cpu-memory",
+        action="store_true",
+        help="CPU: glibc returns freed memory at once, so peak RSS = peak of live tensors (slower)",
+    )
     ap.add_argument("--json", help="also append every run's figures to this JSON-lines file")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -327,7 +339,8 @@ def main() -> None:
             args.mode,
             args.exact_forcing,
         )
-        r = _in_subprocess(spec)
+        r = _in_subprocess(spec, args.exact_cpu_memory)
+        r["exact_cpu_memory"] = args.exact_cpu_memory
         report(r)
         if args.json:
             with open(args.json, "a") as f:

@@ -26,6 +26,8 @@ def command(r: dict) -> str:
     for key in ("compile", "exact_forcing", "offload_text_encoder"):
         if s[key]:
             parts.append("--" + key.replace("_", "-"))
+    if r.get("exact_cpu_memory"):
+        parts.append("--exact-cpu-memory")
     return " ".join(parts)
 
 
@@ -44,7 +46,8 @@ def row(r: dict) -> str:
     return (
         f"| {device} | {s['model']} ({r['dtype']}; {', '.join(options)}) | {w}x{h}, {frames} frames | "
         f"{r['total_s']:.2f} s (transformer {r['transformer_s']:.2f} s) | {r['transformer_s'] / floor:.1f}x | "
-        f"{r['peak_memory_gib']:.2f} GiB ({r['peak_memory_kind']}) | `{command(r)}` |"
+        f"{r['peak_memory_gib']:.2f} GiB, transformer phase {r['phase_peak_gib']['transformer']:.2f} GiB "
+        f"({r['peak_memory_kind']}) | `{command(r)}` |"
     )
 
 
