@@ -161,7 +161,7 @@ def build_pipeline(spec: RunSpec, device: torch.device) -> InfinityStarPipeline:
     vae_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     vae = materialise(lambda: VideoVAE(preset.vae or VAEConfig()), device, vae_dtype)
     if spec.text == "t5-xl":
-        text = RandomT5(device, torch.float16 if device.type == "cuda" else torch.float32)
+        text = RandomT5(device, torch.bfloat16 if device.type == "cuda" else torch.float32)  # bf16: no overflow
     else:
         text = BuiltinTextEncoder.for_config(transformer.cfg, device=device)
     return InfinityStarPipeline(transformer, vae, text, config, offload_text_encoder=spec.offload_text_encoder)
