@@ -59,10 +59,10 @@ def test_attend_in_chunks_matches_one_call():
 def test_chunks_are_not_used_with_gradients(model):
     """Training keeps the plain module (in-place chunk writes would break autograd)."""
     blk = model.blocks[0]
-    runner = BlockRunner(InferenceOptions(token_chunk=2))
+    runner, options = BlockRunner(), InferenceOptions(token_chunk=2)
     x = torch.randn(1, 5, model.cfg.embed_dim, requires_grad=True)
     cos, sin = torch.ones(5, model.cfg.head_dim // 2), torch.zeros(5, model.cfg.head_dim // 2)
-    y = runner(blk, x, cos, sin, sdpa)
+    y = runner(options, blk, x, cos, sin, sdpa)
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
@@ -87,7 +87,7 @@ def test_compile_failure_falls_back_to_eager(model, schedule, monkeypatch, chunk
 def test_compiled_block_matches_eager(model):
     """A real torch.compile (inductor) of one block's pieces, on two token counts (dynamic shapes)."""
     blk = model.blocks[0]
-    runner = BlockRunner(InferenceOptions(token_chunk=None, compile=True))
+    runner, options = BlockRunner(), InferenceOptions(token_chunk=None, compile=True)
     hd = model.cfg.head_dim
     g = torch.Generator().manual_seed(4)
     with torch.no_grad():
@@ -95,7 +95,7 @@ def test_compiled_block_matches_eager(model):
             x = torch.randn(2, n, model.cfg.embed_dim, generator=g)
             cos, sin = torch.randn(n, hd // 2, generator=g).cos(), torch.randn(n, hd // 2, generator=g).sin()
             expected = blk(x, cos, sin, sdpa)
-            got = runner(blk, x, cos, sin, sdpa)
+            got = runner(options, blk, x, cos, sin, sdpa)
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert not runner.compile_failed, "torch.compile failed on this machine (see the warning)"
 

@@ -69,10 +69,10 @@ class _CompiledOrEager:
 
 
 class BlockRunner:
-    """Runs blocks at inference under :class:`InferenceOptions` (built lazily, rebuilt when they change)."""
+    """Runs blocks at inference under :class:`InferenceOptions`; keeps the (compiled) block pieces, built
+    lazily and rebuilt when the compile settings change."""
 
-    def __init__(self, options: InferenceOptions):
-        self.options = options
+    def __init__(self):
         self._key: tuple | None = None
         self._fns: tuple[Callable, Callable, Callable] | None = None
 
@@ -80,27 +80,29 @@ class BlockRunner:
     def compile_failed(self) -> bool:
         return self._fns is not None and any(getattr(f, "failed", False) for f in self._fns)
 
-    def _functions(self) -> tuple[Callable, Callable, Callable]:
+    def _functions(self, options: InferenceOptions) -> tuple[Callable, Callable, Callable]:
         from .transformer import Block
 
-        key = (self.options.compile, self.options.compile_mode)
+        key = (options.compile, options.compile_mode)
         if self._fns is None or key != self._key:
             plain = (Block.qkv, Block.attn_residual, Block.mlp_residual)
-            if self.options.compile:
-                self._fns = tuple(_CompiledOrEager(f, self.options.compile_mode) for f in plain)
+            if options.compile:
+                self._fns = tuple(_CompiledOrEager(f, options.compile_mode) for f in plain)
             else:
                 self._fns = plain
             self._key = key
         return self._fns
 
-    def __call__(self, blk, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend) -> torch.Tensor:
+    def __call__(
+        self, options: InferenceOptions, blk, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend
+    ) -> torch.Tensor:
         """One block on ``x [R, N, C]`` with ``attend(q, k, v)``; same result as ``blk(x, cos, sin, attend)``."""
-        chunk = self.options.token_chunk
+        chunk = options.token_chunk
         n = x.shape[1]
         whole = chunk is None or n <= chunk or torch.is_grad_enabled()
-        if whole and not self.options.compile:
+        if whole and not options.compile:
             return blk(x, cos, sin, attend)  # the module call itself (its hooks run)
-        qkv, attn_residual, mlp_residual = self._functions()
+        qkv, attn_residual, mlp_residual = self._functions(options)
         if whole:
             q, k, v = qkv(blk, x, cos, sin)
             return mlp_residual(blk, attn_residual(blk, x, attend(q, k, v)))

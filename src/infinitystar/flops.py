@@ -14,6 +14,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from .config import TransformerConfig
+from .memory import block_matmul_params
 from .schedule import Schedule
 
 
@@ -34,10 +35,7 @@ class GenerationFlops:
 
 def block_linear_flops(cfg: TransformerConfig, tokens: int) -> float:
     """Linear-layer FLOPs of one block over ``tokens`` tokens (q, k, v, o and the SwiGLU MLP)."""
-    c, hd = cfg.embed_dim, cfg.head_dim
-    attn = c * cfg.num_heads * hd * 2 + c * cfg.num_kv_heads * hd * 2  # q + o, k + v
-    mlp = 3 * c * cfg.mlp_hidden
-    return 2.0 * tokens * (attn + mlp)
+    return 2.0 * tokens * block_matmul_params(cfg)
 
 
 def attention_flops(cfg: TransformerConfig, queries: int, keys: int) -> float:

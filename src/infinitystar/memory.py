@@ -32,10 +32,16 @@ class MemoryEstimate:
         return {k: getattr(self, k) / GIB for k in ("weights", "text_encoder", "kv_cache", "activations", "total")}
 
 
+def block_matmul_params(cfg: TransformerConfig) -> int:
+    """Weights of one block's matrix products: q and o, k and v, the SwiGLU's three projections."""
+    c, hd = cfg.embed_dim, cfg.head_dim
+    return 2 * c * cfg.num_heads * hd + 2 * c * cfg.num_kv_heads * hd + 3 * c * cfg.mlp_hidden
+
+
 def transformer_params(cfg: TransformerConfig) -> int:
     """Parameter count (Qwen blocks without biases, text projection, embeddings, both heads)."""
-    c, hd, kv, i = cfg.embed_dim, cfg.head_dim, cfg.num_kv_heads, cfg.mlp_hidden
-    block = 2 * c * cfg.num_heads * hd + 2 * c * kv * hd + 3 * c * i + 2 * c + 2 * hd
+    c, hd = cfg.embed_dim, cfg.head_dim
+    block = block_matmul_params(cfg) + 2 * c + 2 * hd  # + the block's four norms
     outer = cfg.text_maxlen * cfg.text_channels + (cfg.text_channels + 1) * c + c  # null text, text_proj, sos
     outer += (cfg.latent_channels + 1) * c + c  # word_embed, final norm
     outer += (c + 1) * 2 * (cfg.detail_dim + cfg.semantic_dim)  # both heads

@@ -105,10 +105,13 @@ class Attention(nn.Module):
         k = apply_rope(k.transpose(1, 2), cos, sin)  # [B, KV, n, hd]
         return q, k, v.transpose(1, 2)  # v: [B, KV, n, hd]
 
+    def output(self, o: torch.Tensor) -> torch.Tensor:
+        """o_proj of the attention output ``o [B, H, n, hd]`` with its heads merged -> ``[B, n, C]``."""
+        b, _, n, _ = o.shape
+        return self.o_proj(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
-        b, n, _ = x.shape
-        o = attend(*self.project(x, cos, sin))  # [B, H, n, hd]
-        return self.o_proj(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))  # [B, n, C]
+        return self.output(attend(*self.project(x, cos, sin)))
 
 
 class SwiGLU(nn.Module):
@@ -135,19 +138,17 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg.embed_dim, cfg.mlp_hidden)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
-        h = x + self.attn(self.attn_norm(x), cos, sin, attend)
-        return h + self.mlp(self.mlp_norm(h))
+        return self.mlp_residual(self.attn_residual(x, attend(*self.qkv(x, cos, sin))))
 
-    # The same computation cut at attention, for inference: the pieces around ``attend`` are pure
-    # tensor functions (compilable with dynamic shapes) and the MLP can run over token chunks.
+    # The block cut at attention: the pieces around ``attend`` are pure tensor functions, so
+    # inference can compile them (dynamic shapes) and run them over token chunks (block_runner).
     def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """q [B, H, n, hd], k / v [B, KV, n, hd] of ``x [B, n, C]``."""
         return self.attn.project(self.attn_norm(x), cos, sin)
 
     def attn_residual(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """``x + o_proj(o)`` for the attention output ``o [B, H, n, hd]``."""
-        b, n, _ = x.shape
-        return x + self.attn.o_proj(o.transpose(1, 2).reshape(b, n, -1))  # [B, n, C]
+        return x + self.attn.output(o)  # [B, n, C]
 
     def mlp_residual(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.mlp(self.mlp_norm(h))
@@ -378,7 +379,7 @@ class InfinityTransformer(nn.Module):
         self.semantic_head = nn.Linear(c, 2 * cfg.semantic_dim)
         #: how inference steps run (token chunks, torch.compile); change the fields freely
         self.inference = InferenceOptions()
-        self._runner = BlockRunner(self.inference)
+        self._runner = BlockRunner()
         if self.cfg_uncond.device.type != "meta":
             self.reset_parameters()
 
@@ -681,8 +682,7 @@ class InfinityTransformer(nn.Module):
         return self._head(head, self.norm(x))
 
     def _run_block(self, blk: Block, x: torch.Tensor, cos, sin, attend: AttendFn) -> torch.Tensor:
-        self._runner.options = self.inference  # the options may have been replaced
-        return self._runner(blk, x, cos, sin, attend)
+        return self._runner(self.inference, blk, x, cos, sin, attend)
 
     @staticmethod
     def _step_attend(
