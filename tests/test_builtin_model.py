@@ -1,8 +1,8 @@
 """The built-in default model shipped in the package: every mode, from the CLI without flags and from Python.
 
 The model is trained by ``recipes/builtin/run.sh`` and lives in ``src/infinitystar/assets/default``; these tests
-check that it loads offline, is small, and drives every mode end to end (quality is measured by
-``recipes/builtin/report.py``, not here).
+check that it loads offline, is small, drives every mode end to end, and still follows prompts on a small sample
+(a regression guard with slack; the measured accuracy on 200 prompts is ``recipes/builtin/report.py``'s).
 """
 
 from __future__ import annotations
@@ -51,3 +51,16 @@ def test_cli_generate_without_any_flag(tmp_path, monkeypatch, capsys):
     assert main(["generate", PROMPT, "--seed", "5", "--quiet"]) == 0
     path = tmp_path / "a_red_circle_moving_right_on_a_black_background_seed5.mp4"
     assert path.is_file() and read_video(path).shape == (3, 17, 128, 128)
+
+
+def test_the_built_in_model_follows_prompts(pipe):
+    """12 held-out prompts (combinations never seen in training), fixed seeds, scored by the analytic evaluator.
+    The shipped model gets colour, shape and motion right on 98-100 % of such prompts; a broken asset, sampler or
+    decoder scores near chance (colour 12 %, shape 33 %, motion 20 %)."""
+    from infinitystar.world import prompts
+    from infinitystar.world_eval import evaluate
+
+    texts = prompts("heldout", 12, seed=3)
+    videos = [pipe(text, seed=i).frames for i, text in enumerate(texts)]  # each [17, 128, 128, 3] uint8
+    summary = evaluate(videos, texts)
+    assert summary.color >= 0.9 and summary.motion >= 0.8 and summary.shape >= 0.75, str(summary)

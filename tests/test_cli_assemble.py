@@ -72,3 +72,36 @@ def test_assemble_rejects_a_bad_pipeline_config(tmp_path, capsys):
     ]
     assert main(args) == 2
     assert "unknown resolution" in capsys.readouterr().err
+
+
+def test_a_training_checkpoint_gives_the_weights_of_its_step(tmp_path, capsys):
+    """``assemble --transformer RUN/step_N`` (evaluating a run midway): the architecture comes from the run's
+    config.json, the weights from the checkpoint; at the last step they are the exported final weights."""
+    from infinitystar.cli_assemble import transformer_of_checkpoint
+    from infinitystar.train.checkpointing import load_model_folder
+
+    recipe = {
+        "model": {"preset": "tiny", "attn_impl": "dense"},
+        "schedule": {"scales": [[1, 1], [2, 2], [4, 4]], "image_repetition": [1, 1, 1], "video_repetition": [1, 1, 1]},
+        "data": {"synthetic": {"num_samples": 4, "latent_frames": [1], "latent_hw": [4, 4], "text_len": 4}},
+        "optim": {"lr": 1e-3, "warmup_steps": 1},
+        "steps": 2,
+        "save_every": 1,
+        "device": "cpu",
+        "log": {"progress": False, "tensorboard": False},
+    }
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "recipe.json"), "--out", str(run)]) == 0
+    final = load_model_folder(run / "final").state_dict()
+    last, first = transformer_of_checkpoint(run / "step_00000002"), transformer_of_checkpoint(run / "step_00000001")
+    assert all(torch.equal(last.state_dict()[k], v) for k, v in final.items())
+    assert not all(torch.equal(first.state_dict()[k], v) for k, v in final.items())  # one step earlier differs
+
+    (run / "config.json").unlink()
+    args = ["assemble", "--transformer", str(run / "step_00000001"), "--vae", str(tmp_path), "--text-encoder"]
+    args += ["builtin", "--pipeline-config", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "m")]
+    (tmp_path / "pipe.json").write_text(json.dumps(TINY_PIPELINE.to_dict()))
+    args[args.index(str(tmp_path / "recipe.json"))] = str(tmp_path / "pipe.json")
+    assert main(args) == 2
+    assert "has no config.json" in capsys.readouterr().err

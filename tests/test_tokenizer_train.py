@@ -21,8 +21,10 @@ from infinitystar.train.tokenizer_train import (
     SmoothClips,
     TokenizerTrainConfig,
     TokenizerTrainer,
+    build_data_source,
 )
 from infinitystar.vae import VideoVAE, load_original_vae_state_dict, read_original_vae_state
+from infinitystar.world import WorldSpec
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 
@@ -359,6 +361,11 @@ def test_world_source_trains(tmp_path):
     assert batch.shape == (1, 3, 9, 32, 32) and batch.min() >= -1 and batch.max() <= 1
     m = trainer.train_step()
     assert torch.isfinite(torch.tensor(m["loss"]))
+    ranges = {"size_range": [0.2, 0.22], "travel_range": [0.3, 0.35]}
+    pinned = TokenizerTrainConfig.from_dict({**cfg.to_dict(), "data": {**cfg.to_dict()["data"], **ranges}})
+    spec = build_data_source(pinned.data).spec
+    assert spec.size_range == (0.2, 0.22) and spec.travel_range == (0.3, 0.35)
+    assert build_data_source(cfg.data).spec.size_range == WorldSpec().size_range
 
 
 def test_media_manifest_source_through_the_cli(tmp_path):

@@ -4,8 +4,11 @@
 
 Rows:
 - tokenizer reconstruction PSNR on held-out world clips (17 x 128 x 128, posterior mean, through the model's
-  8-scale bit pyramid), for the inherited tokenizer (continuous VAE, then the quantizer in the loop), the same
-  budget trained from scratch with the quantizer, and the continuous VAE without any quantizer (for reference);
+  8-scale bit pyramid) of the shipped tokenizer on the model's world, and the analytic evaluator on those
+  reconstructions (the ceiling of generation);
+- knowledge inheritance on the small-object world of the curriculum's first stage: the inherited tokenizer
+  (continuous VAE, then 250 steps with the quantizer in the loop), the same budget trained from scratch with the
+  quantizer, and the continuous VAE without any quantizer (for reference);
 - prompt-following accuracy (colour, shape, motion, all three) of generated videos on ``--n`` prompts of held-out
   colour-shape-motion combinations and ``--n`` of seen ones (``infinitystar evaluate --world-prompts``);
 - the same for the bitwise-self-correction ablation when its run exists (``runs/builtin/transformer_nobsc`` and a
@@ -16,6 +19,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -35,15 +39,20 @@ from infinitystar.vae import VideoVAE, infer_vae_config, read_original_vae_state
 from infinitystar.world import WorldDataset, WorldSpec
 from infinitystar.world_eval import evaluate_video
 
+SMALL_WORLD = WorldSpec(frames=17, size=128, size_range=(0.18, 0.30), travel_range=(0.30, 0.50))  # run.sh's SMALL
+MODEL_WORLD = WorldSpec(frames=17, size=128)
 
-def tokenizer_eval(vae_file: Path, n: int, quantize: bool = True) -> tuple[float, dict[str, float]]:
+
+def tokenizer_eval(
+    vae_file: Path, n: int, quantize: bool = True, spec: WorldSpec = MODEL_WORLD
+) -> tuple[float, dict[str, float]]:
     """Mean PSNR (dB, frames in [0, 255]) of held-out world clips through VAE encode -> bits -> decode, and the
     analytic evaluator's accuracy on those reconstructions against the clips' captions: the ceiling that
     generation through this tokenizer can reach."""
     vae = VideoVAE(infer_vae_config(read_original_vae_state(vae_file)))
     load_vae_weights(vae, vae_file)
     vae.eval()
-    data = WorldDataset(n, seed=12345, split="heldout", spec=WorldSpec(frames=17, size=128))
+    data = WorldDataset(n, seed=12345, split="heldout", spec=spec)
     sched = build_schedule(1.0, "0.016M", 5, detail_scale_min_tokens=16, frames_per_clip=2)
     values, hits = [], {"color": 0, "shape": 0, "motion": 0, "all": 0}
     with torch.no_grad():
@@ -64,23 +73,47 @@ def tokenizer_eval(vae_file: Path, n: int, quantize: bool = True) -> tuple[float
 
 
 def prompt_following(model: Path, out_dir: Path, n: int) -> dict | None:
+    """``infinitystar evaluate --world-prompts`` of ``model`` (its printed summary goes to ``out_dir/evaluate.log``,
+    so that this script's output stays one table); the summary, or None without a model or on failure."""
     if not (model / "model_index.json").is_file():
         return None
-    code = cli(
-        [
-            "evaluate",
-            "--world-prompts",
-            f"heldout:{n},train:{n}",
-            "--out-dir",
-            str(out_dir),
-            "--checkpoint",
-            str(model),
-            "--quiet",
-        ]
-    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "evaluate.log").open("w") as log, contextlib.redirect_stdout(log):
+        code = cli(
+            [
+                "evaluate",
+                "--world-prompts",
+                f"heldout:{n},train:{n}",
+                "--out-dir",
+                str(out_dir),
+                "--checkpoint",
+                str(model),
+                "--quiet",
+            ]
+        )
     if code not in (0, 1):
         return None
     return json.loads((out_dir / "summary.json").read_text())
+
+
+def shapes_figure(eval_dir: Path, out: Path, per_shape: int = 3) -> Path | None:
+    """First frames of the first ``per_shape`` generated held-out videos of each shape, side by side (circles,
+    squares, triangles): what the shape row of the table looks like."""
+    from PIL import Image
+
+    from infinitystar.media import read_video
+
+    frames = []
+    for shape in ("circle", "square", "triangle"):
+        paths = sorted(eval_dir.glob(f"heldout_*_{shape}_*.mp4"))[:per_shape]
+        for path in paths:
+            video = read_video(path)  # [3, T, H, W] in [-1, 1]
+            frames.append(frames_to_uint8(video[None, :, :1])[0, 0])  # [H, W, 3]
+    if not frames:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(torch.cat(frames, dim=1).numpy()).save(out)
+    return out
 
 
 def weights_digest(model: Path) -> str:
@@ -102,32 +135,57 @@ def main() -> int:
     ap.add_argument("--model", default="src/infinitystar/assets/default")
     ap.add_argument("--n", type=int, default=100, help="prompts per split (held-out, seen)")
     ap.add_argument("--clips", type=int, default=32, help="held-out clips for the tokenizer rows")
+    ap.add_argument(
+        "--figure",
+        default="recipes/builtin/curves/generated_shapes.png",
+        help="where to write first frames of generated circles, squares and triangles ('' to skip)",
+    )
     args = ap.parse_args()
     runs = Path(args.runs)
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     print("| measure | value | target |\n|---|---|---|")
-    for name, path, quant in (
-        ("tokenizer PSNR, inherited (continuous VAE, then quantizer in the loop)", runs / "vae_quantized", True),
-        ("tokenizer PSNR, same budget from scratch with the quantizer", runs / "vae_scratch", True),
-        ("VAE PSNR without quantizer (continuous stage alone, reference)", runs / "vae_continuous", False),
+    small = "small-object world (curriculum stage 1)"
+    for name, path, quant, spec in (
+        ("tokenizer PSNR, shipped (inherited, then the model's world)", runs / "vae_quantized", True, MODEL_WORLD),
+        (
+            f"tokenizer PSNR, inherited (continuous VAE, then quantizer), {small}",
+            runs / "vae_quantized_small",
+            True,
+            SMALL_WORLD,
+        ),
+        (
+            f"tokenizer PSNR, same budget from scratch with the quantizer, {small}",
+            runs / "vae_scratch",
+            True,
+            SMALL_WORLD,
+        ),
+        (
+            f"VAE PSNR without quantizer (continuous stage alone, reference), {small}",
+            runs / "vae_continuous",
+            False,
+            SMALL_WORLD,
+        ),
     ):
         f = path / "vae.safetensors"
         if not f.is_file():
             print(f"| {name} | not trained | |")
             continue
-        psnr, ceiling = tokenizer_eval(f, args.clips, quant)
+        psnr, ceiling = tokenizer_eval(f, args.clips, quant, spec)
         print(f"| {name} | {psnr:.2f} dB | {'>= 30 dB' if quant else ''} |", flush=True)
-        if path.name == "vae_quantized":
+        if path.name in ("vae_quantized", "vae_quantized_small"):
             cells = ", ".join(f"{k} {fmt(v)}" for k, v in ceiling.items())
             print(f"| evaluator on these reconstructions (the ceiling of generation) | {cells} | |", flush=True)
 
     models = [("built-in model", Path(args.model))]
     for tag in ("transformer_bsc_small", "transformer_nobsc"):
         if (runs / f"{tag}_model" / "model_index.json").is_file():
-            models.append((f"ablation: {tag}", runs / f"{tag}_model"))
+            models.append((f"ablation ({small}): {tag}", runs / f"{tag}_model"))
     for label, model in models:
-        summary = prompt_following(model, runs / "eval" / f"{model.name}-{weights_digest(model)}", args.n)
+        eval_dir = runs / "eval" / f"{model.name}-{weights_digest(model)}"
+        summary = prompt_following(model, eval_dir, args.n)
+        if summary is not None and label == "built-in model" and args.figure:
+            shapes_figure(eval_dir, Path(args.figure))
         if summary is None:
             print(f"| {label}: prompt following | no model | |")
             continue
@@ -156,6 +214,7 @@ def main() -> int:
                 "--quiet",
             ],
             check=True,
+            stdout=subprocess.DEVNULL,
         )
         seconds = time.perf_counter() - t0
         print(f"| `infinitystar generate` wall time (process start to mp4) | {seconds:.1f} s | < 30 s |")

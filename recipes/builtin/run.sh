@@ -10,50 +10,71 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on 2 busy cores is sl
 
 resume() { [ -d "$1/checkpoints" ] || ls -d "$1"/step_* >/dev/null 2>&1 && echo --resume || true; }
 
-# 1. the procedural world: 4000 training items (15% still images), captions by the world grammar
+# 1. the procedural world: 4000 training items each (15% still images), captions by the world grammar. The model's
+#    world (the package default: objects 34-48 % of the frame) and a small-object world (18-30 %) for the first stage
+#    of the curriculum below (the recipe's first version trained on it alone; shape did not survive 2-token objects)
+SMALL="--size-range 0.18 0.30 --travel-range 0.30 0.50"
+[ -f $R/world_small/manifest.jsonl ] || infinitystar world write --out $R/world_small -n 4000 --split train \
+    --frames 17 --size 128 --seed 0 --image-fraction 0.15 $SMALL
 [ -f $R/world_train/manifest.jsonl ] || infinitystar world write --out $R/world_train -n 4000 --split train \
     --frames 17 --size 128 --seed 0 --image-fraction 0.15
 
-# 2. tokenizer, knowledge inheritance: a continuous VAE (64x64 5-frame world clips), then the bitwise
-#    quantizer in the loop at the model's size (128x128, 9 frames, the model's 8-scale pyramid)
+# 2. tokenizer, knowledge inheritance: a continuous VAE (64x64 5-frame small-object clips), then the bitwise
+#    quantizer in the loop at the model's size (128x128, 9 frames, the model's 8-scale pyramid): 250 steps on small
+#    objects, then 1200 on the model's world
 [ -f $R/vae_continuous/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_continuous.json --out $R/vae_continuous $(resume $R/vae_continuous)
+[ -f $R/vae_quantized_small/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+    --config recipes/builtin/tokenizer_quantized.json --init $R/vae_continuous --out $R/vae_quantized_small \
+    $(resume $R/vae_quantized_small)
 [ -f $R/vae_quantized/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
-    --config recipes/builtin/tokenizer_quantized.json --init $R/vae_continuous --out $R/vae_quantized \
+    --config recipes/builtin/tokenizer_quantized_large.json --init $R/vae_quantized_small --out $R/vae_quantized \
     $(resume $R/vae_quantized)
 
-# 2b. the comparison: the same compute budget trained from scratch with the quantizer in the loop
+# 2b. the comparison: the compute budget of continuous + 250 quantized steps, trained from scratch with the
+#     quantizer in the loop (compare with vae_quantized_small: same world, same budget)
 [ -f $R/vae_scratch/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_quantized.json --from-scratch --steps 540 --out $R/vae_scratch \
     $(resume $R/vae_scratch)
 
-# 3. latent cache of the world clips (posterior mean: deterministic tokens)
+# 3. latent caches of the world clips (posterior mean: deterministic tokens), one per stage
+infinitystar extract --manifest $R/world_small/manifest.jsonl --vae $R/vae_quantized_small/vae.safetensors \
+    --resolution 0.016M --max-frames 17 --min-frames 17 --posterior mean --out $R/cache_small --quiet
 infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quantized/vae.safetensors \
     --resolution 0.016M --max-frames 17 --min-frames 17 --posterior mean --out $R/cache --quiet
 
-# 4. the transformer (small preset, built-in text encoder, bitwise self-correction)
+# 4. the transformer (small preset, built-in text encoder, bitwise self-correction), first on the small-object cache
+SMALLCACHE="--set data.cache=$R/cache_small"
 [ -d $R/transformer/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
-    $(resume $R/transformer)
+    $SMALLCACHE $(resume $R/transformer)
 
 # 4a. more of the same: continue from the 1000-step model (its weights, a fresh optimizer and a second
 #     cosine cycle at half the peak rate); resumable like every step
 [ -d $R/transformer_long/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
     --init $R/transformer/final --out $R/transformer_long --steps ${LONG_STEPS:-3000} \
-    --set optim.lr=0.0005 --set optim.warmup_steps=50 --set save_every=100 $(resume $R/transformer_long)
+    --set optim.lr=0.0005 --set optim.warmup_steps=50 --set save_every=100 $SMALLCACHE $(resume $R/transformer_long)
 
-# 4b. the ablation of bitwise self-correction: the same smaller budget with and without it
+# 4b. the model's world: continue from 4a on the cache of the final tokenizer (new latents of larger objects)
+[ -d $R/transformer_objects/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
+    --init $R/transformer_long/final --out $R/transformer_objects --steps ${OBJECT_STEPS:-2000} \
+    --set optim.lr=0.0005 --set optim.warmup_steps=50 --set save_every=100 $(resume $R/transformer_objects)
+
+# 4c. the ablation of bitwise self-correction: the same smaller budget with and without it (small-object stage)
 for run in bsc_small:0.3 nobsc:0; do
     name=${run%%:*}; strength=${run##*:}
     [ -d $R/transformer_$name/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
-        --out $R/transformer_$name --steps 600 --set loss.self_correction=$strength $(resume $R/transformer_$name)
+        --out $R/transformer_$name --steps 600 --set loss.self_correction=$strength $SMALLCACHE \
+        $(resume $R/transformer_$name)
     [ -f $R/transformer_${name}_model/model_index.json ] || infinitystar assemble \
-        --transformer $R/transformer_$name/final --vae $R/vae_quantized --text-encoder builtin \
+        --transformer $R/transformer_$name/final --vae $R/vae_quantized_small --text-encoder builtin \
         --pipeline-config recipes/builtin/pipeline.json --out $R/transformer_${name}_model
 done
 
 # 5. the model folder shipped in the package (fp16 storage)
-infinitystar assemble --transformer $R/transformer_long/final --vae $R/vae_quantized --text-encoder builtin \
+infinitystar assemble --transformer $R/transformer_objects/final --vae $R/vae_quantized --text-encoder builtin \
     --pipeline-config recipes/builtin/pipeline.json --out src/infinitystar/assets/default --dtype fp16
 
-# 6. evaluation: one table (tokenizer PSNR, prompt following on held-out and seen combinations, the ablation, time)
-python recipes/builtin/report.py --runs $R --model src/infinitystar/assets/default
+# 6. evaluation: one table (tokenizer PSNR, prompt following on held-out and seen combinations, the ablation, time),
+#    the figure of generated shapes, and the loss curves kept in the repository
+python recipes/builtin/report.py --runs $R --model src/infinitystar/assets/default | tee recipes/builtin/curves/report.txt
+python recipes/builtin/curves.py --runs $R --out recipes/builtin/curves

@@ -16,7 +16,12 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("assemble", help="put a trained transformer, VAE and text encoder into one model folder")
-    p.add_argument("--transformer", required=True, help="trained-model folder (RUN/final) or a released-format one")
+    p.add_argument(
+        "--transformer",
+        required=True,
+        help="trained-model folder (RUN/final), a training checkpoint (RUN/step_N: evaluate a run midway) "
+        "or a released-format checkpoint",
+    )
     p.add_argument("--vae", required=True, help="VAE weights: .safetensors / released .pth, or a tokenizer run folder")
     p.add_argument("--text-encoder", required=True, help="'builtin' or a text-encoder folder (T5 or saved encoder)")
     p.add_argument("--pipeline-config", required=True, help="JSON file with PipelineConfig fields (resolution, ...)")
@@ -25,11 +30,28 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def transformer_of_checkpoint(folder: str | Path):
+    """The transformer of a training checkpoint ``RUN/step_N``: the architecture from the run's saved
+    ``config.json`` (written when the run started), the weights from the checkpoint's model state."""
+    from .checkpoints import CheckpointError
+    from .train.config import TrainConfig
+    from .train.trainer import load_init_state
+    from .transformer import InfinityTransformer
+
+    run_config = Path(folder).parent / "config.json"
+    if not run_config.is_file():
+        raise CheckpointError(f"{folder} is a training checkpoint but its run has no config.json ({run_config})")
+    cfg = TrainConfig.load(run_config).model.transformer_config()
+    transformer = InfinityTransformer(cfg)
+    transformer.load_state_dict(load_init_state(folder, cfg))
+    return transformer.eval()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from .pipeline import InfinityStarPipeline, PipelineConfig, load_text_encoder
-    from .train.checkpointing import is_model_folder, load_model_folder
+    from .train.checkpointing import is_checkpoint_folder, is_model_folder, load_model_folder
     from .train.tokenizer_train import load_vae_weights
     from .train.trainer import make_text_encoder
     from .vae import VideoVAE, infer_vae_config, read_original_vae_state
@@ -42,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     if is_model_folder(args.transformer):
         transformer = load_model_folder(args.transformer)
+    elif is_checkpoint_folder(args.transformer):
+        transformer = transformer_of_checkpoint(args.transformer)
     else:
         from .transformer_checkpoint import infer_transformer_config, load_original_transformer
 

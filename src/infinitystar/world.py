@@ -6,8 +6,9 @@ exact and every generated video can be scored analytically (:mod:`infinitystar.w
 
 The world, in one paragraph: a video shows ONE object (8 colours x 3 shapes) on a plain background (3 colours, never
 close to the object's colour), doing one of 5 motions, for ``1 + 4k`` frames (17 by default, one second at 16 fps)
-at a size that is a multiple of 16 (128 x 128 by default). Moving objects travel 30-50 % of the frame over the clip
-and stay fully inside it; still objects do not move at all. Its caption follows one grammar::
+at a size that is a multiple of 16 (128 x 128 by default). Objects span 34-48 % of the frame (3-4 latent tokens of
+the 16x VAE, so that their shape survives tokenization); moving ones travel 22-40 % of the frame over the clip and
+stay fully inside it; still objects do not move at all. Its caption follows one grammar::
 
     a {color} {shape} {motion} on a {background} background      (videos)
     a {color} {shape} on a {background} background               (images)
@@ -185,8 +186,8 @@ class WorldSpec:
 
     frames: int = 17
     size: int | tuple[int, int] = 128
-    size_range: tuple[float, float] = (0.18, 0.30)
-    travel_range: tuple[float, float] = (0.30, 0.50)
+    size_range: tuple[float, float] = (0.34, 0.48)
+    travel_range: tuple[float, float] = (0.22, 0.40)
     margin: float = 0.03
 
     def __post_init__(self) -> None:

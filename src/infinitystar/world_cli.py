@@ -30,6 +30,12 @@ def add_parser(subparsers) -> None:
     write.add_argument("--size", type=int, nargs="+", default=[128], help="SIZE or HEIGHT WIDTH, multiples of 16")
     write.add_argument("--seed", type=int, default=0)
     write.add_argument("--image-fraction", type=float, default=0.0, help="fraction of single-frame image items")
+    write.add_argument(
+        "--size-range", type=float, nargs=2, metavar=("LO", "HI"), help="object side, fractions of the frame"
+    )
+    write.add_argument(
+        "--travel-range", type=float, nargs=2, metavar=("LO", "HI"), help="distance moved, fractions of the frame"
+    )
     write.set_defaults(func=_write)
 
     prompts = actions.add_parser("prompts", help="print N balanced world captions of a split, one per line")
@@ -51,7 +57,8 @@ def _write(args: argparse.Namespace) -> int:
     if len(args.size) not in (1, 2):
         raise ValueError("--size takes SIZE or HEIGHT WIDTH")
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
-    spec = WorldSpec(frames=args.frames, size=size)
+    ranges = {k: tuple(v) for k in ("size_range", "travel_range") if (v := getattr(args, k)) is not None}
+    spec = WorldSpec(frames=args.frames, size=size, **ranges)
     manifest = write_world(args.out, args.num, args.seed, args.split, spec, image_fraction=args.image_fraction)
     print(f"wrote {args.num} items and {manifest}")
     return 0

@@ -60,7 +60,8 @@ class EvalConfig:
     """Thresholds of the evaluator (RGB distances on the 0-255 scale; areas and distances as frame fractions).
 
     The defaults are set well inside the margins of the world: palette colours are >= 117 apart, objects cover
-    >= 1.6 % of the frame, and moving objects travel >= 30 % of it while still ones move 0 %.
+    >= 1.6 % of the frame at the smallest size range recipes use (a side of 18 %; the default world's is 34 %), and
+    moving objects travel >= 22 % of it while still ones move 0 %.
     """
 
     background_threshold: float = 60.0  #: a pixel this close to the measured background is background

@@ -146,6 +146,12 @@ def _step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def is_checkpoint_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one complete training checkpoint (``run_dir/step_*`` with its metadata)."""
+    p = Path(path)
+    return p.is_dir() and STEP_RE.match(p.name) is not None and (p / META_NAME).is_file()
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """``(step, folder)`` of every complete checkpoint in ``run_dir``, newest first."""
     return _step_dirs(Path(run_dir))

@@ -107,7 +107,9 @@ class DataConfig:
     ``num_clips``: smooth: 0 = a new clip at every index, n = cycle over n clips (1 = overfit a
     single clip); world: the number of distinct items (0 = 100000). ``resolution`` (media only):
     a ``MediaDataset`` resolution such as "480p" or "scales:4" (multi-aspect buckets); default
-    the fixed ``"{height}x{width}"``.
+    the fixed ``"{height}x{width}"``. ``size_range`` / ``travel_range`` (world only): the object's
+    side and travel as frame fractions (``None``: the world's defaults, see ``WorldSpec``), so a
+    recipe can pin the world it was trained on when the defaults move.
     """
 
     source: str = "smooth"
@@ -119,6 +121,8 @@ class DataConfig:
     manifest: str | None = None
     resolution: str | None = None
     seed: int = 0
+    size_range: tuple[float, float] | None = None
+    travel_range: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -518,7 +522,8 @@ def build_data_source(cfg: DataConfig) -> Any:
     if cfg.source == "world":
         from ..world import WorldDataset, WorldSpec
 
-        spec = WorldSpec(frames=cfg.frames, size=(cfg.height, cfg.width))
+        ranges = {k: tuple(v) for k in ("size_range", "travel_range") if (v := getattr(cfg, k)) is not None}
+        spec = WorldSpec(frames=cfg.frames, size=(cfg.height, cfg.width), **ranges)
         return WorldDataset(cfg.num_clips if cfg.num_clips > 0 else 100_000, seed=cfg.seed, spec=spec)
     if cfg.source == "media":
         if not cfg.manifest:
