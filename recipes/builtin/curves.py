@@ -27,6 +27,8 @@ CURVES = {
     "transformer_model_world": ("transformer_objects", TRANSFORMER),
     "transformer_ablation_bsc": ("transformer_bsc_small", TRANSFORMER),
     "transformer_ablation_nobsc": ("transformer_nobsc", TRANSFORMER),
+    "transformer_ablation_world_bsc": ("transformer_world_bsc", TRANSFORMER),
+    "transformer_ablation_world_nobsc": ("transformer_world_nobsc", TRANSFORMER),
 }
 
 

@@ -11,8 +11,9 @@ Rows:
   quantizer, and the continuous VAE without any quantizer (for reference);
 - prompt-following accuracy (colour, shape, motion, all three) of generated videos on ``--n`` prompts of held-out
   colour-shape-motion combinations and ``--n`` of seen ones (``infinitystar evaluate --world-prompts``);
-- the same for the bitwise-self-correction ablation when its run exists (``runs/builtin/transformer_nobsc`` and a
-  BSC run of the same budget, ``runs/builtin/transformer_bsc_small``);
+- the same for the bitwise-self-correction ablation when its runs exist: 600 steps from scratch with and without
+  it, on the small-object world (``transformer_bsc_small``, ``transformer_nobsc``) and on the model's world
+  (``transformer_world_bsc``, ``transformer_world_nobsc``);
 - the wall time of one default ``infinitystar generate`` video on this machine.
 """
 
@@ -178,9 +179,14 @@ def main() -> int:
             print(f"| evaluator on these reconstructions (the ceiling of generation) | {cells} | |", flush=True)
 
     models = [("built-in model", Path(args.model))]
-    for tag in ("transformer_bsc_small", "transformer_nobsc"):
+    for tag, world in (
+        ("transformer_bsc_small", small),
+        ("transformer_nobsc", small),
+        ("transformer_world_bsc", "model's world"),
+        ("transformer_world_nobsc", "model's world"),
+    ):
         if (runs / f"{tag}_model" / "model_index.json").is_file():
-            models.append((f"ablation ({small}): {tag}", runs / f"{tag}_model"))
+            models.append((f"ablation ({world}): {tag}", runs / f"{tag}_model"))
     for label, model in models:
         eval_dir = runs / "eval" / f"{model.name}-{weights_digest(model)}"
         summary = prompt_following(model, eval_dir, args.n)

@@ -70,6 +70,17 @@ for run in bsc_small:0.3 nobsc:0; do
         --pipeline-config recipes/builtin/pipeline.json --out $R/transformer_${name}_model
 done
 
+# 4d. the same ablation on the model's world (the cache of the shipped tokenizer)
+for run in world_bsc:0.3 world_nobsc:0; do
+    name=${run%%:*}; strength=${run##*:}
+    [ -d $R/transformer_$name/final ] || infinitystar train --config recipes/builtin/transformer.json --no-progress \
+        --out $R/transformer_$name --steps 600 --set loss.self_correction=$strength --set save_every=100 \
+        $(resume $R/transformer_$name)
+    [ -f $R/transformer_${name}_model/model_index.json ] || infinitystar assemble \
+        --transformer $R/transformer_$name/final --vae $R/vae_quantized --text-encoder builtin \
+        --pipeline-config recipes/builtin/pipeline.json --out $R/transformer_${name}_model
+done
+
 # 5. the model folder shipped in the package (fp16 storage)
 infinitystar assemble --transformer $R/transformer_objects/final --vae $R/vae_quantized --text-encoder builtin \
     --pipeline-config recipes/builtin/pipeline.json --out src/infinitystar/assets/default --dtype fp16
