@@ -99,9 +99,8 @@ def test_a_training_checkpoint_gives_the_weights_of_its_step(tmp_path, capsys):
     assert not all(torch.equal(first.state_dict()[k], v) for k, v in final.items())  # one step earlier differs
 
     (run / "config.json").unlink()
-    args = ["assemble", "--transformer", str(run / "step_00000001"), "--vae", str(tmp_path), "--text-encoder"]
-    args += ["builtin", "--pipeline-config", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "m")]
     (tmp_path / "pipe.json").write_text(json.dumps(TINY_PIPELINE.to_dict()))
-    args[args.index(str(tmp_path / "recipe.json"))] = str(tmp_path / "pipe.json")
+    args = ["assemble", "--transformer", str(run / "step_00000001"), "--vae", str(tmp_path), "--text-encoder"]
+    args += ["builtin", "--pipeline-config", str(tmp_path / "pipe.json"), "--out", str(tmp_path / "m")]
     assert main(args) == 2
     assert "has no config.json" in capsys.readouterr().err

@@ -207,6 +207,12 @@ class WorldSpec:
                 "does not fit in the frame: need 2 * margin + max size + max travel <= 1"
             )
 
+    @classmethod
+    def with_ranges(cls, frames: int, size, size_range=None, travel_range=None) -> WorldSpec:
+        """A spec whose ranges fall back to the defaults where ``None`` (a recipe or flag leaving them unset)."""
+        given = {"size_range": size_range, "travel_range": travel_range}
+        return cls(frames=frames, size=size, **{k: tuple(v) for k, v in given.items() if v is not None})
+
     @property
     def duration(self) -> float:
         """Seconds from the first to the last frame at 16 fps (1.0 for 17 frames)."""

@@ -57,8 +57,7 @@ def _write(args: argparse.Namespace) -> int:
     if len(args.size) not in (1, 2):
         raise ValueError("--size takes SIZE or HEIGHT WIDTH")
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
-    ranges = {k: tuple(v) for k in ("size_range", "travel_range") if (v := getattr(args, k)) is not None}
-    spec = WorldSpec(frames=args.frames, size=size, **ranges)
+    spec = WorldSpec.with_ranges(args.frames, size, args.size_range, args.travel_range)
     manifest = write_world(args.out, args.num, args.seed, args.split, spec, image_fraction=args.image_fraction)
     print(f"wrote {args.num} items and {manifest}")
     return 0

@@ -522,8 +522,7 @@ def build_data_source(cfg: DataConfig) -> Any:
     if cfg.source == "world":
         from ..world import WorldDataset, WorldSpec
 
-        ranges = {k: tuple(v) for k in ("size_range", "travel_range") if (v := getattr(cfg, k)) is not None}
-        spec = WorldSpec(frames=cfg.frames, size=(cfg.height, cfg.width), **ranges)
+        spec = WorldSpec.with_ranges(cfg.frames, (cfg.height, cfg.width), cfg.size_range, cfg.travel_range)
         return WorldDataset(cfg.num_clips if cfg.num_clips > 0 else 100_000, seed=cfg.seed, spec=spec)
     if cfg.source == "media":
         if not cfg.manifest:
