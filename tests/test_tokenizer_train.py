@@ -122,6 +122,34 @@ def test_fitted_latent_scale_quantises_better(tmp_path):
     assert torch.equal(trainer._batch(), video)  # the peeked batch is the first training batch
 
 
+def test_freezing_the_tokens_trains_the_decoder_on_the_cached_bits(tmp_path):
+    """freeze=["tokens"]: the encoder, the projection before the quantizer and the latent scale stay as inherited
+    (no scale fit either), so the bits of every clip are those of the inherited tokenizer; the decoder moves."""
+    from infinitystar.quantizer import encode_pyramid
+
+    TokenizerTrainer(tiny_config("quantized", steps=2), tmp_path / "tok", from_scratch=True, progress=False).fit()
+    inherited = VideoVAE(TINY)
+    load_original_vae_state_dict(inherited, read_original_vae_state(tmp_path / "tok" / "vae.safetensors"))
+    quantizer = QuantizerConfig(detail_scale_min_tokens=4, skip_detail_prob=0.0, sample_posterior=False)
+    cfg = replace(tiny_config("quantized", steps=3, freeze=("tokens",), quantizer=quantizer), vae=None)
+    trainer = TokenizerTrainer(cfg, tmp_path / "dec", init=tmp_path / "tok", progress=False)
+    trainer.fit()
+    assert trainer.fitted_latent_scale is None
+    tuned = trainer.vae.eval()
+    before, after = inherited.state_dict(), tuned.state_dict()
+    token_side = [k for k in before if k.startswith(("encoder.", "proj_down.", "scale_learnable"))]
+    assert token_side and all(torch.equal(before[k], after[k]) for k in token_side)
+    assert not torch.equal(before["decoder.conv_out.weight"], after["decoder.conv_out.weight"])
+    clip = SmoothClips(9, 32, 32)(5)[None]
+    with torch.no_grad():
+        latents = [v.encode(clip, sample=False) for v in (inherited.eval(), tuned)]  # [1, 64, 3, 2, 2] each
+        sched = trainer.schedule_for(*latents[0].shape[2:])
+        bits = [encode_pyramid(z, sched).bits for z in latents]
+    assert all(torch.equal(a, b) for a, b in zip(*bits))
+    with pytest.raises(ValueError, match="freeze accepts 'encoder', 'decoder', 'tokens'"):
+        tiny_config(freeze=("quantizer",))
+
+
 def test_quantized_stage_needs_init_or_from_scratch(tmp_path):
     with pytest.raises(ValueError, match="--from-scratch"):
         TokenizerTrainer(tiny_config("quantized"), tmp_path, progress=False)
@@ -349,6 +377,20 @@ def test_cli_errors(tmp_path, capsys):
     bad.write_text(json.dumps({"optim": {"learning_rate": 1.0}}))
     assert main(["train-tokenizer", "--config", str(bad), "--out", str(tmp_path / "z")]) == 2
     assert "learning_rate" in capsys.readouterr().err
+    assert main(base + ["--from-scratch", "--set", "optim.learning_rate=1.0"]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert main(base + ["--from-scratch", "--set", "optim.lr"]) == 2
+    assert "key.path=value" in capsys.readouterr().err
+
+
+def test_cli_set_overrides_any_recipe_value(tmp_path):
+    recipe = _recipe(tmp_path)
+    out = tmp_path / "run"
+    sets = ["--set", "optim.lr=5e-4", "--set", "data.frames=5", "--set", 'freeze=["decoder"]', "--set", "steps=1"]
+    assert main(["train-tokenizer", "--config", str(recipe), "--no-progress", "--out", str(out)] + sets) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["optim"]["lr"], cfg["data"]["frames"], cfg["freeze"], cfg["steps"]) == (5e-4, 5, ["decoder"], 1)
+    assert cfg["data"]["height"] == 32  # the rest of the section is the recipe's
 
 
 # ---- wired data sources: the procedural world and raw media from a manifest ------------------------------------

@@ -22,6 +22,8 @@ CURVES = {
     "tokenizer_quantized_inherited": ("vae_quantized_small", TOKENIZER),
     "tokenizer_quantized_scratch": ("vae_scratch", TOKENIZER),
     "tokenizer_quantized_model_world": ("vae_quantized", TOKENIZER),
+    "tokenizer_decoder_fixed_tokens": ("vae_decoder", ("loss", "l2", "psnr", "lr")),
+    "tokenizer_decoder_fixed_tokens_continued": ("vae_decoder_long", ("loss", "l2", "psnr", "lr")),
     "transformer": ("transformer", TRANSFORMER),
     "transformer_continued": ("transformer_long", TRANSFORMER),
     "transformer_model_world": ("transformer_objects", TRANSFORMER),

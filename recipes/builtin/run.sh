@@ -31,6 +31,17 @@ SMALL="--size-range 0.18 0.30 --travel-range 0.30 0.50"
     --config recipes/builtin/tokenizer_quantized_large.json --init $R/vae_quantized_small --out $R/vae_quantized \
     $(resume $R/vae_quantized)
 
+# 2a. the decoder alone on the fixed tokens of vae_quantized (freeze "tokens": encoder, projection and latent scale
+#     stay, so the latent cache below and the transformer trained on it stay valid): 17-frame clips as generated,
+#     the posterior mean at full pyramid depth as the cache holds, an L2 loss (what PSNR measures); 3000 steps
+#     (~50 min), then a second cosine cycle of 2000 steps at a lower peak on new clips (~35 min)
+[ -f $R/vae_decoder/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+    --config recipes/builtin/tokenizer_decoder.json --init $R/vae_quantized --out $R/vae_decoder \
+    $(resume $R/vae_decoder)
+[ -f $R/vae_decoder_long/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+    --config recipes/builtin/tokenizer_decoder.json --init $R/vae_decoder --out $R/vae_decoder_long \
+    --steps 2000 --set optim.lr=3e-5 --set seed=4 --set data.seed=4 $(resume $R/vae_decoder_long)
+
 # 2b. the comparison: the compute budget of continuous + 250 quantized steps, trained from scratch with the
 #     quantizer in the loop (compare with vae_quantized_small: same world, same budget)
 [ -f $R/vae_scratch/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
@@ -81,8 +92,9 @@ for run in world_bsc:0.3 world_nobsc:0; do
         --pipeline-config recipes/builtin/pipeline.json --out $R/transformer_${name}_model
 done
 
-# 5. the model folder shipped in the package (fp16 storage)
-infinitystar assemble --transformer $R/transformer_objects/final --vae $R/vae_quantized --text-encoder builtin \
+# 5. the model folder shipped in the package (fp16 storage); its tokenizer is vae_decoder_long (the tokens of
+#    vae_quantized, on which the cache and the transformer were made)
+infinitystar assemble --transformer $R/transformer_objects/final --vae $R/vae_decoder_long --text-encoder builtin \
     --pipeline-config recipes/builtin/pipeline.json --out src/infinitystar/assets/default --dtype fp16
 
 # 6. evaluation: one table (tokenizer PSNR, prompt following on held-out and seen combinations, the ablation, time),

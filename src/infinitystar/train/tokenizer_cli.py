@@ -13,6 +13,7 @@ examples:
   infinitystar train-tokenizer --config recipes/tokenizer_tiny_cpu.json --stage quantized --init runs/vae --out runs/tok
   infinitystar train-tokenizer --config recipes/tokenizer_tiny_cpu.json --stage quantized --from-scratch --out runs/tok0
   infinitystar train-tokenizer ... --out runs/tok --resume          # continue an interrupted run exactly
+  infinitystar train-tokenizer ... --set optim.lr=5e-5 --set data.frames=17   # any recipe value
 """
 
 
@@ -44,6 +45,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="clip source (overrides the recipe): 'smooth' (random smooth videos), 'world' (procedural world) "
         "or a manifest file of raw videos",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any recipe value by its dotted path (JSON value), e.g. optim.lr=5e-5 or data.frames=17",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -52,9 +60,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from .config import apply_overrides, parse_override, read_recipe
     from .tokenizer_train import TokenizerTrainConfig, TokenizerTrainer
 
-    cfg = TokenizerTrainConfig.from_json(args.config)
+    recipe = apply_overrides(read_recipe(args.config), dict(parse_override(item) for item in args.set))
+    cfg = TokenizerTrainConfig.from_dict(recipe)
     changes = {}
     if args.stage is not None:
         changes["stage"] = args.stage

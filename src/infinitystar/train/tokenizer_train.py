@@ -210,8 +210,11 @@ class TokenizerTrainConfig:
     ``vae``: the VAE widths (JSON: a preset name such as "tiny", or VAEConfig fields; None =
     taken from the ``init`` checkpoint, else the released widths). ``chunk_frames``: frames
     encoded at once (None = the whole clip). ``freeze``: parts kept fixed ("encoder",
-    "decoder"). ``save_every``: checkpoint interval (the last step is always saved); ``keep``:
-    checkpoints kept.
+    "decoder", or "tokens": everything the tokens depend on, the encoder, the projection
+    before the quantizer and the latent scale; with ``quantizer.sample_posterior`` false and
+    ``skip_detail_prob`` 0 the decoder then trains on exactly the tokens a latent cache already
+    holds, so a transformer trained on that cache stays valid). ``save_every``: checkpoint
+    interval (the last step is always saved); ``keep``: checkpoints kept.
     """
 
     vae: VAEConfig | None = None
@@ -237,9 +240,9 @@ class TokenizerTrainConfig:
             problems.append(f"steps must be >= 1, got {self.steps}")
         if self.save_every < 1 or self.keep < 1:
             problems.append("save_every and keep must be >= 1")
-        bad = [f for f in self.freeze if f not in ("encoder", "decoder")]
+        bad = [f for f in self.freeze if f not in FREEZABLE]
         if bad:
-            problems.append(f"freeze accepts 'encoder' and 'decoder', got {bad}")
+            problems.append(f"freeze accepts {', '.join(map(repr, FREEZABLE))}, got {bad}")
         d = self.data
         if d.frames < 1 or (d.frames - 1) % 4:
             problems.append(f"data.frames must be 1 + 4k (1, 5, 9, 17, ...), got {d.frames}")
@@ -591,6 +594,16 @@ def _write_json(path: Path, obj: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+FREEZABLE = ("encoder", "decoder", "tokens")
+
+
+def _frozen_parts(vae: VideoVAE, part: str) -> list[torch.nn.Module | torch.nn.Parameter]:
+    """The modules / parameters ``freeze`` entry ``part`` keeps fixed (see ``TokenizerTrainConfig``)."""
+    if part == "tokens":  # features = proj_down(encoder moments) * latent_scales[0]: all three fix the bits
+        return [vae.encoder, vae.proj_down, vae.latent_scales]
+    return [getattr(vae, part)]
+
+
 def _lr_lambda(cfg: OptimConfig, steps: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
@@ -674,7 +687,8 @@ class TokenizerTrainer:
         self.vae = vae.to(self.device)
         self.init_file = load_vae_weights(self.vae, init) if init is not None else None
         for part in cfg.freeze:
-            getattr(self.vae, part).requires_grad_(False)
+            for module in _frozen_parts(self.vae, part):
+                module.requires_grad_(False)
         self.vae.train()
         # the original's optional second branch (proj_*_two) is never used: not trained
         params = [p for n, p in self.vae.named_parameters() if p.requires_grad and "_two." not in n]
@@ -952,7 +966,8 @@ class TokenizerTrainer:
         else:
             self.metrics_path.unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.quantized and self.cfg.quantizer.fit_scale and self.init_file is not None and self.step == 0:
+        fit = self.cfg.quantizer.fit_scale and "tokens" not in self.cfg.freeze  # a frozen scale stays as inherited
+        if self.quantized and fit and self.init_file is not None and self.step == 0:
             self.fitted_latent_scale = self.fit_latent_scale()
         self._write_config(self.init_file)
         history: list[dict[str, Any]] = []
