@@ -85,6 +85,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import gc
     import json
 
     cfg = resolve_config(args)
@@ -95,11 +96,18 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     trainer = Trainer(cfg)
+    env = trainer.env
     try:
         result = trainer.train()
     finally:
-        shutdown(trainer.env)
-    if trainer.env.is_main:
+        # the sharded model and its device mesh hold the process group: release them while the interpreter is
+        # fully alive, so that gloo's threads stop here and not during interpreter teardown. Without this, one
+        # rank of a finished 2-process CPU run aborted at exit ("terminate called without an active exception")
+        # in 5 of 55 runs on 2 busy cores; with it in 0 of 55.
+        del trainer
+        gc.collect()
+        shutdown(env)
+    if env.is_main:
         last = result.losses.get(result.step)
         tail = f", last loss {last:.4f}" if last is not None else ""
         print(f"trained to step {result.step}{tail}; final model: {result.final_model}")
