@@ -71,20 +71,11 @@ def test_the_built_in_tokenizer_reconstructs_held_out_clips(pipe):
     tokenizer. These 8 clips measure 28.8 dB (the first 8 of the 32 on which ``recipes/builtin/report.py`` measures
     30.2 dB; they hold harder objects); the tokenizer before its decoder fine-tune gets 26.7 dB on them, and a wrong
     decoder, latent scale or schedule far less."""
-    import math
-
-    import torch
-
-    from infinitystar.quantizer import decode_bits, encode_pyramid
+    from infinitystar.media import frames_to_uint8
     from infinitystar.world import WorldDataset, WorldSpec
+    from round_trip import psnr, round_trip
 
     data = WorldDataset(8, seed=12345, split="heldout", spec=WorldSpec(frames=17, size=128))
-    sched = pipe.schedule(1.0, 5)  # 17 frames -> 5 latent frames
-    values = []
-    with torch.no_grad():
-        for i in range(len(data)):
-            x = data[i][0][None]  # [1, 3, 17, 128, 128] in [-1, 1]
-            bits = encode_pyramid(pipe.vae.encode(x, sample=False), sched).bits
-            y = pipe.vae.decode(decode_bits(bits, sched)).clamp(-1, 1)
-            values.append(10 * math.log10(255.0**2 / ((y - x) * 127.5).pow(2).mean().item()))
+    clips = [frames_to_uint8(data[i][0][None])[0].numpy() for i in range(len(data))]  # [17, 128, 128, 3] each
+    values = [psnr(round_trip(pipe, clip), clip) for clip in clips]
     assert sum(values) / len(values) > 28.0, values

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
 import numpy as np
 import pytest
@@ -22,9 +21,8 @@ from infinitystar.pipeline import (
     plan_windows,
     resolve_duration,
 )
-from infinitystar.quantizer import decode_bits, encode_pyramid
-from infinitystar.schedule import latent_frames
 from pipeline_fixture import TINY_PIPELINE, make_released_layout
+from round_trip import psnr, round_trip
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +37,6 @@ def pipe(released):
     return p
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     """uint8 [t, h, w, 3]: moving colour gradients (content a VAE can represent)."""
     rng = np.random.default_rng(seed)
@@ -54,17 +47,6 @@ def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
         rgb = [np.sin(2 * np.pi * (x * f + y * g + phase)) for f, g in ((1, 0.5), (0.3, 1.2), (0.8, 0.8))]
         frames.append(((np.stack(rgb, -1) + 1) * 127.5).astype(np.uint8))
     return np.stack(frames)
-
-
-def round_trip(pipe: InfinityStarPipeline, frames: np.ndarray) -> np.ndarray:
-    """What the tokenizer alone keeps of ``frames``: VAE encode -> bit pyramid -> decode."""
-    video = torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
-    t = latent_frames(frames.shape[0])
-    sched = pipe.schedule(1.0, t)
-    latent = pipe.vae.encode(video, sample=False)
-    q = decode_bits(encode_pyramid(latent, sched).bits, sched)
-    x = pipe.vae.decode(q).clamp(-1, 1)[0]
-    return ((x.permute(1, 2, 3, 0) + 1) * 127.5).round().byte().numpy()
 
 
 # ---- planning ----------------------------------------------------------------------------------
