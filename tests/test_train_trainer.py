@@ -154,10 +154,13 @@ def test_grad_accumulation_equals_a_bigger_batch(tmp_path):
         ma, mb = big.train_step(), small.train_step()
         assert ma["loss"] == pytest.approx(mb["loss"], rel=1e-6)
         assert ma["grad_norm"] == pytest.approx(mb["grad_norm"], rel=1e-5)
+    # Adam divides by sqrt(v): where a gradient is near zero, fp32 summation-order noise (which differs
+    # between CPUs' kernels) moves an update by a visible fraction of lr (2.4e-6 seen on an AVX2 EPYC).
+    # 1% of one step's lr (1e-3) still fails for any real accumulation error (those move whole steps).
     pa, pb = params(big), params(small)
-    assert max((pa[k] - pb[k]).abs().max().item() for k in pa) < 1e-6
+    assert max((pa[k] - pb[k]).abs().max().item() for k in pa) < 1e-5
     ea, eb = big.ema.full_state(), small.ema.full_state()
-    assert max((ea[k] - eb[k]).abs().max().item() for k in ea) < 1e-6
+    assert max((ea[k] - eb[k]).abs().max().item() for k in ea) < 1e-5
 
 
 def test_training_reduces_the_loss(tmp_path):
