@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
+from infinitystar.metrics import psnr  # noqa: F401 - the one PSNR, re-exported for the pipeline tests
 from infinitystar.pipeline import InfinityStarPipeline
 from infinitystar.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import latent_frames
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def round_trip(pipe: InfinityStarPipeline, frames: np.ndarray) -> np.ndarray:

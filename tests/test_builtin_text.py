@@ -191,7 +191,8 @@ def test_features_condition_a_transformer():
 
 
 def test_save_and_load_through_the_pipeline_loader(tmp_path):
-    from infinitystar.pipeline import TEXT_ENCODER_INDEX, load_text_encoder
+    from infinitystar.text import TEXT_ENCODER_INDEX
+    from infinitystar.text_loading import load_text_encoder
 
     enc = BuiltinTextEncoder(64, seed=3)
     enc.save_pretrained(tmp_path / "te")
@@ -202,3 +203,26 @@ def test_save_and_load_through_the_pipeline_loader(tmp_path):
     (tmp_path / "te" / TEXT_ENCODER_INDEX).write_text("{broken")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_text_encoder(tmp_path / "te")
+
+
+def test_folders_saved_with_a_class_path_still_load(tmp_path):
+    """Folders written before the ``"type"`` field (the shipped model of 0.1.0 among them) name a class path."""
+    import json
+
+    from infinitystar.text import TEXT_ENCODER_INDEX
+    from infinitystar.text_loading import load_text_encoder
+
+    enc = BuiltinTextEncoder(64, seed=3)
+    folder = tmp_path / "old"
+    folder.mkdir()
+    legacy = {"class": "infinitystar.builtin_text.BuiltinTextEncoder", "config": enc.config()}
+    (folder / TEXT_ENCODER_INDEX).write_text(json.dumps(legacy))
+    again = load_text_encoder(folder)
+    assert isinstance(again, BuiltinTextEncoder) and again.config() == enc.config()
+
+    (folder / TEXT_ENCODER_INDEX).write_text(json.dumps({"class": "somepackage.Encoder", "config": {}}))
+    with pytest.raises(ValueError, match="'somepackage.Encoder' is not one this package knows; known types: builtin"):
+        load_text_encoder(folder)
+    (folder / TEXT_ENCODER_INDEX).write_text(json.dumps({"type": "clip", "config": {}}))
+    with pytest.raises(ValueError, match="unknown text encoder type 'clip'; known: builtin"):
+        load_text_encoder(folder)

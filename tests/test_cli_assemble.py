@@ -12,9 +12,9 @@ import torch
 from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.cli import main
 from infinitystar.pipeline import InfinityStarPipeline
-from infinitystar.train.checkpointing import save_model_folder
-from infinitystar.train.tokenizer_train import export_vae
 from infinitystar.transformer import InfinityTransformer
+from infinitystar.transformer_checkpoint import save_model_folder
+from infinitystar.vae import save_vae_folder
 from pipeline_fixture import TINY_PIPELINE, tiny_models
 
 
@@ -25,7 +25,7 @@ def test_assemble_makes_a_loadable_model(tmp_path, dtype):
     transformer = InfinityTransformer(cfg)
     transformer.reset_parameters(torch.Generator().manual_seed(0))
     save_model_folder(transformer.state_dict(), cfg, tmp_path / "run" / "final")
-    export_vae(vae, tmp_path / "tok")
+    save_vae_folder(vae, tmp_path / "tok" / "vae")  # what a tokenizer run exports
     (tmp_path / "pipe.json").write_text(json.dumps(TINY_PIPELINE.to_dict()))
     args = [
         "assemble",
@@ -78,7 +78,7 @@ def test_a_training_checkpoint_gives_the_weights_of_its_step(tmp_path, capsys):
     """``assemble --transformer RUN/step_N`` (evaluating a run midway): the architecture comes from the run's
     config.json, the weights from the checkpoint; at the last step they are the exported final weights."""
     from infinitystar.cli_assemble import transformer_of_checkpoint
-    from infinitystar.train.checkpointing import load_model_folder
+    from infinitystar.transformer_checkpoint import load_model_folder
 
     recipe = {
         "model": {"preset": "tiny", "attn_impl": "dense"},

@@ -11,13 +11,13 @@ import torch
 
 from infinitystar.checkpoints import CheckpointError
 from infinitystar.media import read_video, write_video
+from infinitystar.naming import default_filename
 from infinitystar.pipeline import (
     MODEL_INDEX,
     BuiltinModelMissing,
     InfinityStarPipeline,
     PipelineConfig,
     Window,
-    default_filename,
     plan_windows,
     resolve_duration,
 )

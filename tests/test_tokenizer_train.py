@@ -100,7 +100,7 @@ def test_quantized_stage_inherits_the_continuous_vae(tmp_path):
     assert not torch.equal(scratch.vae.encoder.conv_in.weight, trained["encoder.conv_in.weight"])
     stage2.fit(steps=1)
     record = json.loads((tmp_path / "tok" / "config.json").read_text())
-    assert record["init"].endswith("vae.safetensors") and record["config"]["stage"] == "quantized"
+    assert record["init"].endswith("vae/model.safetensors") and record["config"]["stage"] == "quantized"
     assert record["fitted_latent_scale"] == stage2.fitted_latent_scale
 
 
@@ -129,7 +129,7 @@ def test_freezing_the_tokens_trains_the_decoder_on_the_cached_bits(tmp_path):
 
     TokenizerTrainer(tiny_config("quantized", steps=2), tmp_path / "tok", from_scratch=True, progress=False).fit()
     inherited = VideoVAE(TINY)
-    load_original_vae_state_dict(inherited, read_original_vae_state(tmp_path / "tok" / "vae.safetensors"))
+    load_original_vae_state_dict(inherited, read_original_vae_state(tmp_path / "tok" / "vae" / "model.safetensors"))
     quantizer = QuantizerConfig(detail_scale_min_tokens=4, skip_detail_prob=0.0, sample_posterior=False)
     cfg = replace(tiny_config("quantized", steps=3, freeze=("tokens",), quantizer=quantizer), vae=None)
     trainer = TokenizerTrainer(cfg, tmp_path / "dec", init=tmp_path / "tok", progress=False)
@@ -356,10 +356,10 @@ def test_cli_runs_both_stages_and_writes_a_loadable_vae(tmp_path, capsys):
     steps = [json.loads(x)["step"] for x in (tok_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
 
-    vae = VideoVAE.from_original_checkpoint(tok_dir / "vae.safetensors")  # what users load
-    assert vae.cfg == VAEConfig.from_dict(json.loads((tok_dir / "vae_config.json").read_text())) == TINY
+    vae = VideoVAE.from_original_checkpoint(tok_dir)  # what users load: the run folder names its VAE folder
+    assert vae.cfg == VAEConfig.from_dict(json.loads((tok_dir / "vae" / "config.json").read_text())) == TINY
     reference = VideoVAE(TINY)
-    load_original_vae_state_dict(reference, read_original_vae_state(tok_dir / "vae.safetensors"))
+    load_original_vae_state_dict(reference, read_original_vae_state(tok_dir / "vae" / "model.safetensors"))
     video = SmoothClips(9, 32, 32)(0)[None]
     with torch.inference_mode():
         out = vae.decode(vae.encode(video, sample=False))

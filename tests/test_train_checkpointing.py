@@ -11,15 +11,9 @@ import torch.nn as nn
 
 from infinitystar.checkpoints import CheckpointError
 from infinitystar.config import TransformerConfig
-from infinitystar.train.checkpointing import (
-    is_model_folder,
-    list_checkpoints,
-    load_latest_checkpoint,
-    load_model_folder,
-    save_checkpoint,
-    save_model_folder,
-)
+from infinitystar.train.checkpointing import list_checkpoints, load_latest_checkpoint, save_checkpoint
 from infinitystar.transformer import InfinityTransformer
+from infinitystar.transformer_checkpoint import is_model_folder, load_model_folder, save_model_folder
 
 
 class Counter:

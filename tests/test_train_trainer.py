@@ -11,12 +11,11 @@ import torch.nn as nn
 
 from infinitystar.checkpoints import CheckpointError
 from infinitystar.quantizer import SelfCorrection, encode_pyramid
-from infinitystar.train.checkpointing import load_model_folder
 from infinitystar.train.config import TrainConfig
 from infinitystar.train.metrics import read_metrics
 from infinitystar.train.trainer import EMA, LRSchedule, Trainer, make_generator
 from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_checkpoint import save_original_transformer
+from infinitystar.transformer_checkpoint import load_model_folder, save_original_transformer
 
 TEXT_C = 64  # the tiny preset's text width
 

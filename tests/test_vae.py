@@ -376,6 +376,32 @@ def test_safetensors_round_trip(vae, tmp_path):
     _assert_same_weights(vae, VideoVAE.from_original_checkpoint(path, cfg=TINY))
 
 
+def test_vae_folders_and_older_tokenizer_runs_load(vae, tmp_path):
+    """One VAE folder format (``model.safetensors`` + ``config.json``) for model folders and tokenizer runs; a
+    path may name the file, the VAE folder or a folder holding ``vae/``; runs written before VAE folders existed
+    (``vae.safetensors`` + ``vae_config.json``) keep loading."""
+    import json
+
+    from infinitystar.vae import save_vae_folder, vae_config_of, vae_weights_file
+
+    weights = save_vae_folder(vae, tmp_path / "run" / "vae", dtype=torch.float16)
+    assert weights == tmp_path / "run" / "vae" / "model.safetensors"
+    for path in (weights, tmp_path / "run" / "vae", tmp_path / "run"):
+        assert vae_weights_file(path) == weights and vae_config_of(path) == TINY
+        loaded = VideoVAE.from_original_checkpoint(path)
+        assert loaded.cfg == TINY
+        torch.testing.assert_close(loaded.decoder.conv_out.weight, vae.decoder.conv_out.weight.half().float())
+
+    legacy = tmp_path / "old_run"
+    legacy.mkdir()
+    save_safetensors(original_vae_state_dict(vae), legacy / "vae.safetensors")
+    (legacy / "vae_config.json").write_text(json.dumps(TINY.to_dict()))
+    assert vae_weights_file(legacy) == legacy / "vae.safetensors" and vae_config_of(legacy) == TINY
+    _assert_same_weights(vae, VideoVAE.from_original_checkpoint(legacy))
+    with pytest.raises(CheckpointError, match="no VAE weights in .*expected model.safetensors"):
+        vae_weights_file(tmp_path)
+
+
 def test_released_architecture_parameter_count():
     """The released VAE has 184,659,383 parameters (encoder 54.72 M, decoder 129.92 M)."""
     with torch.device("meta"):

@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import subprocess
 import sys
 import time
@@ -34,10 +33,10 @@ import torch
 
 from infinitystar.cli import main as cli
 from infinitystar.media import frames_to_uint8
+from infinitystar.metrics import psnr
 from infinitystar.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import build_schedule
-from infinitystar.train.tokenizer_train import load_vae_weights
-from infinitystar.vae import VideoVAE, infer_vae_config, read_original_vae_state
+from infinitystar.vae import VideoVAE, vae_weights_file
 from infinitystar.world import WorldDataset, WorldSpec
 from infinitystar.world_eval import evaluate_video
 
@@ -51,9 +50,7 @@ def tokenizer_eval(
     """Mean PSNR (dB, frames in [0, 255]) of held-out world clips through VAE encode -> bits -> decode, and the
     analytic evaluator's accuracy on those reconstructions against the clips' captions: the ceiling that
     generation through this tokenizer can reach."""
-    vae = VideoVAE(infer_vae_config(read_original_vae_state(vae_file)))
-    load_vae_weights(vae, vae_file)
-    vae.eval()
+    vae = VideoVAE.from_original_checkpoint(vae_file).eval()
     data = WorldDataset(n, seed=12345, split="heldout", spec=spec)
     sched = build_schedule(1.0, "0.016M", 5, detail_scale_min_tokens=16, frames_per_clip=2)
     values, hits = [], {"color": 0, "shape": 0, "motion": 0, "all": 0}
@@ -65,8 +62,7 @@ def tokenizer_eval(
             if quantize:
                 latent = decode_bits(encode_pyramid(latent, sched).bits, sched)
             y = vae.decode(latent).clamp(-1, 1)
-            mse = ((y - x) * 127.5).pow(2).mean().item()
-            values.append(10 * math.log10(255.0**2 / max(mse, 1e-10)))
+            values.append(psnr(y, x, data_range=2.0))
             r = evaluate_video(frames_to_uint8(y)[0].numpy(), caption)
             for key, ok in (("color", r.color_correct), ("shape", r.shape_correct), ("motion", r.motion_correct)):
                 hits[key] += bool(ok)
@@ -177,8 +173,9 @@ def main() -> int:
             SMALL_WORLD,
         ),
     ):
-        f = path / "vae.safetensors"
-        if not f.is_file():
+        try:
+            f = vae_weights_file(path)
+        except ValueError:
             print(f"| {name} | not trained | |")
             continue
         psnr, ceiling = tokenizer_eval(f, args.clips, quant, spec)

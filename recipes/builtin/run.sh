@@ -9,6 +9,8 @@ mkdir -p $R
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # 2 threads on 2 busy cores is slower than 1 (OpenMP waits)
 
 resume() { [ -d "$1/checkpoints" ] || ls -d "$1"/step_* >/dev/null 2>&1 && echo --resume || true; }
+# a finished tokenizer run: its VAE folder (runs made before VAE folders wrote RUN/vae.safetensors)
+trained() { [ -f "$1/vae/model.safetensors" ] || [ -f "$1/vae.safetensors" ]; }
 
 # 1. the procedural world: 4000 training items each (15% still images), captions by the world grammar. The model's
 #    world (the package default: objects 34-48 % of the frame) and a small-object world (18-30 %) for the first stage
@@ -22,12 +24,12 @@ SMALL="--size-range 0.18 0.30 --travel-range 0.30 0.50"
 # 2. tokenizer, knowledge inheritance: a continuous VAE (64x64 5-frame small-object clips), then the bitwise
 #    quantizer in the loop at the model's size (128x128, 9 frames, the model's 8-scale pyramid): 250 steps on small
 #    objects, then 1200 on the model's world
-[ -f $R/vae_continuous/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+trained $R/vae_continuous || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_continuous.json --out $R/vae_continuous $(resume $R/vae_continuous)
-[ -f $R/vae_quantized_small/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+trained $R/vae_quantized_small || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_quantized.json --init $R/vae_continuous --out $R/vae_quantized_small \
     $(resume $R/vae_quantized_small)
-[ -f $R/vae_quantized/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+trained $R/vae_quantized || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_quantized_large.json --init $R/vae_quantized_small --out $R/vae_quantized \
     $(resume $R/vae_quantized)
 
@@ -35,23 +37,23 @@ SMALL="--size-range 0.18 0.30 --travel-range 0.30 0.50"
 #     stay, so the latent cache below and the transformer trained on it stay valid): 17-frame clips as generated,
 #     the posterior mean at full pyramid depth as the cache holds, an L2 loss (what PSNR measures); 3000 steps
 #     (~50 min), then a second cosine cycle of 2000 steps at a lower peak on new clips (~35 min)
-[ -f $R/vae_decoder/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+trained $R/vae_decoder || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_decoder.json --init $R/vae_quantized --out $R/vae_decoder \
     $(resume $R/vae_decoder)
-[ -f $R/vae_decoder_long/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+trained $R/vae_decoder_long || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_decoder.json --init $R/vae_decoder --out $R/vae_decoder_long \
     --steps 2000 --set optim.lr=3e-5 --set seed=4 --set data.seed=4 $(resume $R/vae_decoder_long)
 
 # 2b. the comparison: the compute budget of continuous + 250 quantized steps, trained from scratch with the
 #     quantizer in the loop (compare with vae_quantized_small: same world, same budget)
-[ -f $R/vae_scratch/vae.safetensors ] || infinitystar train-tokenizer --no-progress \
+trained $R/vae_scratch || infinitystar train-tokenizer --no-progress \
     --config recipes/builtin/tokenizer_quantized.json --from-scratch --steps 540 --out $R/vae_scratch \
     $(resume $R/vae_scratch)
 
 # 3. latent caches of the world clips (posterior mean: deterministic tokens), one per stage
-infinitystar extract --manifest $R/world_small/manifest.jsonl --vae $R/vae_quantized_small/vae.safetensors \
+infinitystar extract --manifest $R/world_small/manifest.jsonl --vae $R/vae_quantized_small \
     --resolution 0.016M --max-frames 17 --min-frames 17 --posterior mean --out $R/cache_small --quiet
-infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quantized/vae.safetensors \
+infinitystar extract --manifest $R/world_train/manifest.jsonl --vae $R/vae_quantized \
     --resolution 0.016M --max-frames 17 --min-frames 17 --posterior mean --out $R/cache --quiet
 
 # 4. the transformer (small preset, built-in text encoder, bitwise self-correction), first on the small-object cache

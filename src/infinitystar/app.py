@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import re
 import tempfile
 import threading
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .naming import default_filename, unique_path
 from .schedule import FPS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -298,24 +298,6 @@ def model_summary(pipe: InfinityStarPipeline, settings: DemoSettings) -> str:
 # Generating
 # --------------------------------------------------------------------------------------------
 
-_FILE_LOCK = threading.Lock()
-
-
-def _unique_path(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``name`` with ``_1``, ``_2`` ... before the suffix when it is taken."""
-    with _FILE_LOCK:
-        path, n = folder / name, 1
-        while path.exists():
-            path = folder / f"{Path(name).stem}_{n}{Path(name).suffix}"
-            n += 1
-        path.touch()  # claim the name; the result is written over it atomically
-    return path
-
-
-def _slug(prompt: str, limit: int = 40) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:limit].strip("_")
-    return slug or "result"
-
 
 def generate_media(
     pipe: InfinityStarPipeline,
@@ -392,8 +374,7 @@ def save_result(result: GenerationResult, output_dir: str | Path, seconds: float
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     frames = result.frames  # uint8 [T, H, W, 3]
-    suffix = "png" if result.is_image else "mp4"
-    path = _unique_path(folder, f"{_slug(result.prompt)}_seed{result.seed}.{suffix}")
+    path = unique_path(folder, default_filename(result.prompt, result.seed, result.is_image))
     try:
         result.save(path)
     except BaseException:

@@ -80,12 +80,12 @@ class BlockRunner:
     def compile_failed(self) -> bool:
         return self._fns is not None and any(getattr(f, "failed", False) for f in self._fns)
 
-    def _functions(self, options: InferenceOptions) -> tuple[Callable, Callable, Callable]:
-        from .transformer import Block
-
-        key = (options.compile, options.compile_mode)
+    def _functions(self, options: InferenceOptions, block_type: type) -> tuple[Callable, Callable, Callable]:
+        """The block class's three pieces as plain functions of ``(block, ...)``: one compiled function then
+        serves every block (they differ in weights only)."""
+        key = (options.compile, options.compile_mode, block_type)
         if self._fns is None or key != self._key:
-            plain = (Block.qkv, Block.attn_residual, Block.mlp_residual)
+            plain = (block_type.qkv, block_type.attn_residual, block_type.mlp_residual)
             if options.compile:
                 self._fns = tuple(_CompiledOrEager(f, options.compile_mode) for f in plain)
             else:
@@ -102,7 +102,7 @@ class BlockRunner:
         whole = chunk is None or n <= chunk or torch.is_grad_enabled()
         if whole and not options.compile:
             return blk(x, cos, sin, attend)  # the module call itself (its hooks run)
-        qkv, attn_residual, mlp_residual = self._functions(options)
+        qkv, attn_residual, mlp_residual = self._functions(options, type(blk))
         if whole:
             q, k, v = qkv(blk, x, cos, sin)
             return mlp_residual(blk, attn_residual(blk, x, attend(q, k, v)))

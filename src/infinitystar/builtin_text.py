@@ -25,7 +25,6 @@ The position code is a sinusoid computed in float64 and rounded to float32.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import warnings
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .text import T5_MAX_LENGTH, TextEncoder
+from .text import T5_MAX_LENGTH, TEXT_ENCODER_INDEX, TextEncoder
 
 __all__ = ["EOS", "VOCABULARY", "BuiltinTextEncoder", "tokenize"]
 
@@ -109,6 +108,8 @@ class BuiltinTextEncoder(TextEncoder):
     """
 
     version = 1
+    #: the ``"type"`` its folders record (``text_loading`` dispatches on it)
+    type_name = "builtin"
 
     def __init__(
         self,
@@ -153,7 +154,7 @@ class BuiltinTextEncoder(TextEncoder):
     def config(self) -> dict:
         """Everything that determines the features: store it with a model trained on them."""
         return {
-            "type": "builtin",
+            "type": self.type_name,
             "version": self.version,
             "channels": self.channels,
             "max_length": self.max_length,
@@ -180,28 +181,21 @@ class BuiltinTextEncoder(TextEncoder):
         return cls(**config, device=device)
 
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``infinitystar_text_encoder.json`` (class + :meth:`config`) into ``folder``: all a model folder
-        needs, since the table is recomputed from the config (no weights to ship)."""
-        from .checkpoints import atomic_write
-        from .pipeline import TEXT_ENCODER_INDEX
+        """Write ``infinitystar_text_encoder.json`` (``{"type": "builtin", "config": ...}``) into ``folder``: all a
+        model folder needs, since the table is recomputed from the config (no weights to ship)."""
+        from .files import write_json
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        spec = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "config": self.config()}
-        atomic_write(folder / TEXT_ENCODER_INDEX, lambda tmp: Path(tmp).write_text(json.dumps(spec, indent=2) + "\n"))
+        write_json(folder / TEXT_ENCODER_INDEX, {"type": self.type_name, "config": self.config()})
         return folder
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> BuiltinTextEncoder:
         """The encoder :meth:`save_pretrained` wrote into ``folder``."""
-        from .pipeline import TEXT_ENCODER_INDEX
+        from .files import read_json
 
-        path = Path(folder) / TEXT_ENCODER_INDEX
-        try:
-            spec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read the built-in text encoder settings {path}: {exc}") from exc
-        return cls.from_config(spec.get("config", {}), device=device)
+        spec = read_json(Path(folder) / TEXT_ENCODER_INDEX, "built-in text encoder settings")
+        return cls.from_config(spec.get("config", {}) if isinstance(spec, dict) else {}, device=device)
 
     # ------------------------------------------------------------------------------------------------------------------
 

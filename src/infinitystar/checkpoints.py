@@ -1,4 +1,4 @@
-"""Checkpoint plumbing shared by every component: strict key coverage, safe reading, atomic writes.
+"""Checkpoint plumbing shared by every component: strict key coverage, safe reading, atomic saving.
 
 The original loads its checkpoints with ``strict=False``, which hides missing and misnamed keys.
 Here every load goes through :func:`check_coverage`: all expected keys present, no unexpected
@@ -9,11 +9,12 @@ Component-specific key adapters (original names -> our names) live next to their
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from .files import atomic_write
 
 
 class CheckpointError(ValueError):
@@ -83,31 +84,6 @@ def read_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu"
         raise CheckpointError(
             f"cannot read safetensors file {path}: {type(exc).__name__}: {exc}. It may be truncated or corrupt."
         ) from exc
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Write a file through ``write_fn(tmp_path)`` then rename it into place: a crash leaves
-    either the old file or the new one, never half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: dict | None = None) -> None:

@@ -1,7 +1,7 @@
 """``infinitystar assemble``: build a model folder (our layout) from separately trained parts.
 
 Training writes a transformer (``infinitystar train``: ``RUN/final``) and a VAE
-(``infinitystar train-tokenizer``: ``RUN/vae.safetensors``) in different runs; this puts them
+(``infinitystar train-tokenizer``: the VAE folder ``RUN/vae/``) in different runs; this puts them
 together with a text encoder and the generation settings into the folder
 ``InfinityStarPipeline.from_pretrained`` and ``infinitystar generate --checkpoint`` load. The
 built-in default model is made this way (``recipes/builtin/``).
@@ -48,13 +48,12 @@ def transformer_of_checkpoint(folder: str | Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .pipeline import InfinityStarPipeline, PipelineConfig, load_text_encoder
-    from .train.checkpointing import is_checkpoint_folder, is_model_folder, load_model_folder
-    from .train.tokenizer_train import load_vae_weights
-    from .train.trainer import make_text_encoder
-    from .vae import VideoVAE, infer_vae_config, read_original_vae_state
+    from .devices import parse_dtype
+    from .pipeline import InfinityStarPipeline, PipelineConfig
+    from .text_loading import make_text_encoder
+    from .train.checkpointing import is_checkpoint_folder
+    from .transformer_checkpoint import is_model_folder, load_model_folder
+    from .vae import VideoVAE
 
     cfg_path = Path(args.pipeline_config)
     try:
@@ -71,19 +70,12 @@ def run(args: argparse.Namespace) -> int:
 
         transformer = load_original_transformer(args.transformer, infer_transformer_config(args.transformer))
 
-    vae_file = Path(args.vae)
-    if vae_file.is_dir():
-        vae_file = vae_file / "vae.safetensors"
-    vae = VideoVAE(infer_vae_config(read_original_vae_state(vae_file)))
-    load_vae_weights(vae, vae_file)
+    vae = VideoVAE.from_original_checkpoint(args.vae)
 
-    if args.text_encoder == "builtin":
-        text_encoder = make_text_encoder("builtin", transformer.cfg, "cpu")
-    else:
-        text_encoder = load_text_encoder(args.text_encoder)
+    text_encoder = make_text_encoder(args.text_encoder, transformer.cfg, "cpu")
 
     pipe = InfinityStarPipeline(transformer, vae, text_encoder, config)
-    dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = None if args.dtype == "fp32" else parse_dtype(args.dtype)
     out = pipe.save_pretrained(args.out, dtype=dtype)
     size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
     print(f"{out}: {size / 1e6:.1f} MB ({args.dtype} weights)")

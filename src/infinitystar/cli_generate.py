@@ -145,7 +145,7 @@ def _prompt(text: str, rewriter, log) -> str:
 
 
 def _single(pipe, args, common, rewriter, log) -> int:
-    from .pipeline import default_filename
+    from .naming import default_filename
 
     out = pipe(
         _prompt(args.prompt, rewriter, log),

@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import atomic_write
-from .prompt_files import PromptItem, slugify
+from .devices import resolve_device
+from .files import atomic_write, write_json, write_jsonl
+from .naming import slugify
+from .prompt_files import PromptItem
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -172,17 +174,11 @@ def world_prompt_records(sets: Iterable[WorldPromptSet], seed: int = 0) -> list[
     return records
 
 
-def _write_jsonl(path: Path, records: Iterable[dict]) -> Path:
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return path
-
-
 def write_world_prompt_file(path: str | Path, sets: str | Sequence[WorldPromptSet], seed: int = 0) -> Path:
     """Write a jsonl prompt file of world captions (``sets``: prompt sets or a spec such as ``heldout:100``)."""
     if isinstance(sets, str):
         sets = parse_world_spec(sets)
-    return _write_jsonl(Path(path), world_prompt_records(sets, seed))
+    return write_jsonl(path, world_prompt_records(sets, seed))
 
 
 def write_world_prompts(path: str | Path, split: str, n: int, seed: int = 0, *, image: bool = False) -> Path:
@@ -393,7 +389,7 @@ def score_outputs(
     if not out_dir.is_dir():
         raise ValueError(f"output folder not found: {out_dir}")
     log = log or (lambda msg: None)
-    device = device or _default_device()
+    device = str(resolve_device(device))
 
     clip_scorer, clip_id = None, None
     if "clip" in metrics:
@@ -463,12 +459,6 @@ def score_outputs(
                 fvd_state.add_generated(frames)
     report.summary = summarize(report, metrics, fvd=fvd_state.result() if fvd_state is not None else None)
     return report
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _load_clip(clip_model: str | Path, device: str):
@@ -630,11 +620,8 @@ def summarize(report: EvalReport, metrics: Sequence[str], *, fvd: dict | None = 
 def write_report(report: EvalReport, out_dir: str | Path, extra: dict | None = None) -> tuple[Path, Path]:
     """Write ``scores.jsonl`` and ``summary.json`` (with ``extra`` keys merged in) atomically; drop the partial log."""
     out_dir = Path(out_dir)
-    scores = _write_jsonl(out_dir / SCORES_FILE, report.rows)
-    data = {**report.summary, **(extra or {})}
-    text = json.dumps(data, indent=1) + "\n"
-    summary = out_dir / SUMMARY_FILE
-    atomic_write(summary, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    scores = write_jsonl(out_dir / SCORES_FILE, report.rows)
+    summary = write_json(out_dir / SUMMARY_FILE, {**report.summary, **(extra or {})}, indent=1)
     (out_dir / PARTIAL_FILE).unlink(missing_ok=True)
     return scores, summary
 

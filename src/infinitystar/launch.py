@@ -27,6 +27,11 @@ def torchrun_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process was started by ``torchrun`` (it sets RANK and WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
 def rank_device(device: str | None, local_rank: int, world: int) -> str | None:
     """The device a rank uses: the one asked for, else with several ranks its own GPU (or the CPU)."""
     if device is None and world > 1:

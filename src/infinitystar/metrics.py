@@ -30,6 +30,7 @@ import numpy as np
 
 __all__ = [
     "CLIPScorer",
+    "psnr",
     "I3DFeatureExtractor",
     "as_frames",
     "clip_score",
@@ -73,6 +74,28 @@ def as_frames(frames: Any, *, min_frames: int = 1, name: str = "frames") -> np.n
 # --------------------------------------------------------------------------------------------
 # Pixel metrics
 # --------------------------------------------------------------------------------------------
+
+
+def psnr(a: Any, b: Any, *, data_range: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of two arrays or tensors of the same shape: ``10 log10(range^2 / MSE)``;
+    ``inf`` when they are equal. ``data_range`` is the span of the values: 255 for uint8 frames, 2 for [-1, 1].
+
+    The one PSNR of the project (tokenizer training, the world evaluator and the tests use it). The squared error
+    is accumulated in float64, so a long video's mean is not rounded away.
+    """
+    if type(a).__module__.startswith("torch") or type(b).__module__.startswith("torch"):
+        import torch
+
+        x, y = torch.as_tensor(a).detach(), torch.as_tensor(b).detach()
+        if x.shape != y.shape:
+            raise ValueError(f"psnr needs two inputs of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        mse = float((x.double() - y.to(x.device).double()).square().mean())
+    else:
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape:
+            raise ValueError(f"psnr needs two inputs of the same shape, got {x.shape} and {y.shape}")
+        mse = float(np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(data_range**2 / mse))
 
 
 def mean_frame_difference(frames: Any) -> float:

@@ -11,7 +11,6 @@ quantizer, :func:`~infinitystar.generate.generate_latent` and the text encoder.
 
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import shutil
@@ -25,8 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoints import CheckpointError, atomic_write
+from .checkpoints import CheckpointError
 from .config import TransformerConfig, VAEConfig, _check_fields
+from .devices import parse_dtype, resolve_device
+from .files import read_json, write_json
 from .generate import SamplingOptions, StepRecord, generate_latent
 from .media import frames_to_uint8, write_video
 from .quantizer import encode_pyramid
@@ -43,6 +44,7 @@ from .schedule import (
     parse_aspect_ratio,
 )
 from .text import TextEncoder, check_prompt, decorate_prompt
+from .text_loading import load_text_encoder
 from .transformer import InfinityTransformer
 from .vae import VideoVAE
 
@@ -54,8 +56,6 @@ MODEL_INDEX = "model_index.json"
 RELEASED_WEIGHTS = {"720p": "infinitystar_8b_720p_weights", "480p": "infinitystar_8b_480p_weights"}
 RELEASED_VAE = "infinitystar_videovae.pth"
 RELEASED_T5 = "text_encoder/flan-t5-xl-official"
-#: a text-encoder folder holding this file is loaded through the class it names
-TEXT_ENCODER_INDEX = "infinitystar_text_encoder.json"
 OUTPUT_TYPES = ("np", "pt", "latent")
 
 
@@ -356,43 +356,6 @@ class GenerationResult:
 # --------------------------------------------------------------------------------------------
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _dtype(value: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    if value is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(value, torch.dtype):
-        return value
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    names.update({"fp16": torch.float16, "float16": torch.float16})
-    try:
-        return names[str(value).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {value!r}; accepted: {', '.join(names)}") from None
-
-
-def load_text_encoder(folder: str | Path, device: torch.device | str = "cpu", dtype=None) -> TextEncoder:
-    """The text encoder saved in ``folder``: a class named in ``infinitystar_text_encoder.json``
-    (``{"class": "package.module.Class"}``, loaded with ``Class.from_pretrained(folder, device=)``),
-    else a T5 encoder folder (``config.json`` of a T5 model plus its tokenizer)."""
-    import importlib
-
-    folder = Path(folder)
-    index = folder / TEXT_ENCODER_INDEX
-    if index.is_file():
-        spec = _read_json(index)
-        module, _, name = str(spec.get("class", "")).rpartition(".")
-        if not module.startswith("infinitystar."):
-            raise CheckpointError(f"{index}: text encoder class must be an infinitystar class, got {spec!r}")
-        cls = getattr(importlib.import_module(module), name)
-        return cls.from_pretrained(folder, device=device)
-    from .text import T5TextEncoder
-
-    return T5TextEncoder(folder, device=device, dtype=dtype)
-
-
 def _released_root(path: Path, resolution: str | None) -> tuple[Path, Path, str]:
     """(root, weights folder, resolution) of a released layout, or raise if ``path`` is not one."""
     if (path / "model.safetensors.index.json").is_file() and path.name in RELEASED_WEIGHTS.values():
@@ -478,8 +441,8 @@ class InfinityStarPipeline:
         heads stay fp32). ``offload_text_encoder`` moves T5 to the CPU after each encoding.
         ``config`` overrides the generation settings the folder implies.
         """
-        device = torch.device(device) if device is not None else default_device()
-        dtype = _dtype(dtype, device)
+        device = resolve_device(device)
+        dtype = parse_dtype(dtype, device)
         if path is None:
             if not (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
                 raise BuiltinModelMissing(
@@ -533,24 +496,17 @@ class InfinityStarPipeline:
         """Write our layout: ``model_index.json``, ``transformer/`` and ``vae/`` (safetensors with
         the original key names + ``config.json``) and ``text_encoder/``. ``dtype`` (e.g. fp16)
         stores the floating-point weights in that type (loading casts them back)."""
-        from .checkpoints import save_safetensors
         from .transformer_checkpoint import save_original_transformer
-        from .vae import original_vae_state_dict
+        from .vae import save_vae_folder
 
         folder = Path(folder)
         (folder / "transformer").mkdir(parents=True, exist_ok=True)
-        (folder / "vae").mkdir(parents=True, exist_ok=True)
         save_original_transformer(self.transformer, folder / "transformer", dtype=dtype)
-        _write_json(folder / "transformer" / "config.json", self.transformer.cfg.to_dict())
-        vae_state = {
-            k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-            for k, v in original_vae_state_dict(self.vae).items()
-        }
-        save_safetensors(vae_state, folder / "vae" / "model.safetensors", metadata={"format": "pt"})
-        _write_json(folder / "vae" / "config.json", self.vae.cfg.to_dict())
+        write_json(folder / "transformer" / "config.json", self.transformer.cfg.to_dict())
+        save_vae_folder(self.vae, folder / "vae", dtype=dtype, metadata={"format": "pt"})
         self._save_text_encoder(folder / "text_encoder")
         index = {"format": "infinitystar", "version": 1, "pipeline": self.config.to_dict()}
-        _write_json(folder / MODEL_INDEX, index)
+        write_json(folder / MODEL_INDEX, index)
         return folder
 
     def _save_text_encoder(self, folder: Path) -> None:
@@ -839,25 +795,7 @@ def _vae_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"missing {path.name} in {path.parent}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})") from exc
-
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def default_filename(prompt: str, seed: int, image: bool, index: int | None = None) -> str:
-    """``{prompt slug}_seed{seed}.mp4`` (``.png`` for an image): the seed is always in the name."""
-    from .prompt_files import slugify
-
-    slug = slugify(prompt)
-    suffix = f"_{index}" if index is not None else ""
-    return f"{slug}_seed{seed}{suffix}.{'png' if image else 'mp4'}"
+    return read_json(path, f"{path.name} of the model folder {path.parent}", CheckpointError)
 
 
 __all__ = [
@@ -868,8 +806,6 @@ __all__ = [
     "PipelineConfig",
     "RELEASED_CONFIGS",
     "Window",
-    "default_filename",
-    "load_text_encoder",
     "plan_windows",
     "resolve_duration",
 ]

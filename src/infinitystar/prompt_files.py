@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .naming import slugify
+
 _ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name"}
 _VBENCH_KEYS = {"prompt_en", "refined_prompt", "dimension", "auxiliary_info"}
 
@@ -44,12 +46,6 @@ def _safe_stem(text: str, limit: int = 180) -> str:
     """A file stem from free text: path separators and control characters replaced, length capped."""
     cleaned = "".join("_" if ch in '/\\\0:*?"<>|' or ord(ch) < 32 else ch for ch in text).strip(" .")
     return cleaned[:limit] or "prompt"
-
-
-def slugify(text: str, limit: int = 60) -> str:
-    """Lower-case words joined by underscores: a readable, shell-friendly file stem."""
-    words = "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
-    return "_".join(words)[:limit].rstrip("_") or "prompt"
 
 
 def _fail(path: Path, where: str, msg: str) -> ValueError:

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "ORIGINAL_SUFFIX",
     "RELEASED_T5_SUBFOLDER",
+    "TEXT_ENCODER_INDEX",
     "T5_MAX_LENGTH",
     "PromptRewriter",
     "T5TextEncoder",
@@ -54,6 +55,10 @@ T5_MAX_LENGTH = 512
 
 RELEASED_T5_SUBFOLDER = "text_encoder/flan-t5-xl-official"
 """Where the released checkpoint keeps the T5 encoder, relative to the checkpoint root."""
+
+TEXT_ENCODER_INDEX = "infinitystar_text_encoder.json"
+"""A text-encoder folder holding this file (``{"type": ..., "config": {...}}``) is one of the package's own
+encoders, rebuilt from its config; any other folder is read as a T5 encoder (see ``text_loading``)."""
 
 _DURATION_TAG = re.compile(r"<<<t=([^>]*)s>>>")
 

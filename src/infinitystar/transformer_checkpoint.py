@@ -22,11 +22,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, atomic_write, check_coverage, save_safetensors
+from .checkpoints import CheckpointError, check_coverage, read_safetensors, save_safetensors, shapes_of
 from .config import TransformerConfig
+from .files import read_json, write_json
 from .transformer import InfinityTransformer
 
 INDEX_NAME = "model.safetensors.index.json"
+#: ``config.json`` ``"format"`` of a trained-model folder
+MODEL_FORMAT = "infinitystar.transformer"
 SINGLE_NAME = "model.safetensors"
 
 #: non-block parameters: original name -> our name (in the original's key order)
@@ -327,5 +330,59 @@ def save_original_transformer(
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     path = folder / INDEX_NAME
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(index, indent=2)))
+    write_json(path, index, newline=False)  # the shard splitter's format: no final newline
     return path
+
+
+# --------------------------------------------------------------------------------------
+# The trained-model folder: our parameter names, one file (what training writes)
+# --------------------------------------------------------------------------------------
+
+
+def save_model_folder(
+    state: Mapping[str, torch.Tensor], cfg: TransformerConfig, folder: str | os.PathLike, extra: dict | None = None
+) -> Path:
+    """Write ``folder/model.safetensors`` (our parameter names) and ``folder/config.json``.
+
+    ``config.json`` = ``{"format": "infinitystar.transformer", "transformer": {...}, **extra}``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors(state, folder / "model.safetensors", metadata={"format": MODEL_FORMAT})
+    info = {"format": MODEL_FORMAT, "transformer": cfg.to_dict(), **(extra or {})}
+    write_json(folder / "config.json", info)
+    return folder
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder :func:`save_model_folder` wrote."""
+    p = Path(path)
+    if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
+        return False
+    try:
+        info = read_json(p / "config.json")
+    except ValueError:
+        return False
+    return isinstance(info, dict) and info.get("format") == MODEL_FORMAT
+
+
+def read_model_folder(folder: str | os.PathLike) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
+    """``(config, state dict)`` of a folder written by :func:`save_model_folder`."""
+    folder = Path(folder)
+    if not is_model_folder(folder):
+        raise CheckpointError(
+            f"{folder} is not a trained-model folder (expected config.json with format {MODEL_FORMAT!r} "
+            "and model.safetensors)"
+        )
+    info = read_json(folder / "config.json", "trained-model config", CheckpointError)
+    return TransformerConfig.from_dict(info["transformer"]), read_safetensors(folder / "model.safetensors")
+
+
+def load_model_folder(folder: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32):
+    """An :class:`~infinitystar.transformer.InfinityTransformer` from a trained-model folder (strict)."""
+    cfg, state = read_model_folder(folder)
+    with torch.device("meta"):
+        model = InfinityTransformer(cfg)
+    check_coverage(shapes_of(model.state_dict()), shapes_of(state), f"trained model {folder}")
+    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, assign=True)
+    return model

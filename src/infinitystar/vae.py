@@ -39,13 +39,14 @@ from torch import Tensor, nn
 
 from .checkpoints import (
     CheckpointError,
-    atomic_write,
     check_coverage,
     read_safetensors,
+    save_safetensors,
     shapes_of,
     torch_load_weights,
 )
 from .config import VAEConfig
+from .files import atomic_write, read_json, write_json
 
 __all__ = [
     "VideoVAE",
@@ -684,12 +685,15 @@ class VideoVAE(nn.Module):
         device: str | torch.device = "cpu",
     ) -> VideoVAE:
         """Load the released ``infinitystar_videovae.pth`` (a ``torch.save`` dict whose ``"vae"``
-        entry is the state dict) or a ``.safetensors`` file with the original key names.
+        entry is the state dict), a ``.safetensors`` file with the original key names, or a VAE folder.
 
-        ``cfg=None`` infers the widths from the weight shapes (:func:`infer_vae_config`).
-        Every key and shape must match (no silent ``strict=False``).
+        ``cfg=None`` reads the folder's ``config.json`` or infers the widths from the weight shapes
+        (:func:`infer_vae_config`). Every key and shape must match (no silent ``strict=False``).
         """
-        state = read_original_vae_state(path)
+        file = vae_weights_file(path)
+        if cfg is None and file.name == VAE_WEIGHTS and (file.parent / VAE_CONFIG).is_file():
+            cfg = vae_config_of(file)
+        state = read_original_vae_state(file)
         with torch.device("meta"):  # no throw-away random init: the weights are assigned
             model = cls(cfg if cfg is not None else infer_vae_config(state))
         load_original_vae_state_dict(model, state, assign=True)
@@ -785,6 +789,65 @@ def save_original_vae_checkpoint(model: VideoVAE, path: str | os.PathLike) -> No
     """Write ``{"vae": original_vae_state_dict(model)}`` with ``torch.save`` (atomically)."""
     state = {k: v.to("cpu").contiguous() for k, v in original_vae_state_dict(model).items()}
     atomic_write(path, lambda tmp: torch.save({"vae": state}, tmp))
+
+
+#: a VAE folder (inside a model folder, or a tokenizer run's export): weights with the original key names + config
+VAE_WEIGHTS = "model.safetensors"
+VAE_CONFIG = "config.json"
+#: the names tokenizer runs used before VAE folders (still read)
+_LEGACY_RUN_FILES = ("vae.safetensors", "vae_config.json")
+
+
+def save_vae_folder(
+    model: VideoVAE, folder: str | os.PathLike, *, dtype: torch.dtype | None = None, metadata: dict | None = None
+) -> Path:
+    """Write a VAE folder: ``model.safetensors`` (original key names, floating-point weights stored in
+    ``dtype`` when given) and ``config.json``, each atomically. Model folders and tokenizer runs both use it,
+    so any VAE the project writes loads the same way. Returns the weights' path."""
+    folder = Path(folder)
+    state = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+        for k, v in original_vae_state_dict(model).items()
+    }
+    save_safetensors(state, folder / VAE_WEIGHTS, metadata=metadata)
+    write_json(folder / VAE_CONFIG, model.cfg.to_dict())
+    return folder / VAE_WEIGHTS
+
+
+def vae_weights_file(path: str | os.PathLike) -> Path:
+    """The VAE weights a path names: a ``.pth`` / ``.safetensors`` file, a VAE folder, or a folder holding one
+    (a tokenizer run or a model folder: ``vae/``), including runs written before VAE folders existed."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / VAE_WEIGHTS, path / "vae" / VAE_WEIGHTS, path / _LEGACY_RUN_FILES[0]):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"no VAE weights in {path}: expected {VAE_WEIGHTS} (a VAE folder), vae/{VAE_WEIGHTS} (a model folder or a "
+            "tokenizer run) or a .pth / .safetensors file"
+        )
+    if not path.is_file():
+        raise CheckpointError(f"VAE checkpoint not found: {path} (give a .pth / .safetensors file or a VAE folder)")
+    return path
+
+
+def vae_config_of(path: str | os.PathLike) -> VAEConfig:
+    """The VAEConfig of the weights :func:`vae_weights_file` finds: the ``config.json`` beside them (or a legacy
+    run's ``vae_config.json``), else inferred from the weight shapes (the released ``.pth`` has no config)."""
+    file = vae_weights_file(path)
+    names = (VAE_CONFIG,) if file.name == VAE_WEIGHTS else (_LEGACY_RUN_FILES[1],)
+    for name in names:
+        if (file.parent / name).is_file():
+            return VAEConfig.from_dict(read_json(file.parent / name, "VAE config", CheckpointError))
+    return infer_vae_config(read_original_vae_state(file))
+
+
+def load_vae_weights(model: VideoVAE, path: str | os.PathLike) -> Path:
+    """Load the weights :func:`vae_weights_file` finds into ``model``, strictly. Returns the file read."""
+    file = vae_weights_file(path)
+    state = read_original_vae_state(file)
+    load_original_vae_state_dict(model, {k: v.to(model.latent_scales.device) for k, v in state.items()})
+    return file
 
 
 def read_original_vae_state(path: str | os.PathLike) -> dict[str, Tensor]:

@@ -593,7 +593,7 @@ def write_world(
     written atomically; the scene parameters go into each file's metadata (``scene`` tag, JSON). Returns the
     manifest's path. Note that mp4 is lossy (yuv420p): pixel values near edges change slightly.
     """
-    from .checkpoints import atomic_write
+    from .files import jsonl_text, write_text
     from .media import write_video
 
     dataset = WorldDataset(n, seed, split, spec or WorldSpec(), image_fraction)
@@ -606,11 +606,8 @@ def write_world(
         name = f"{split}_{i:06d}.{'png' if scene.is_image else 'mp4'}"
         text = dataset.caption(i)
         write_video(folder / name, frames, metadata={"caption": text, "scene": json.dumps(scene.to_dict())})
-        lines.append(json.dumps({"path": name, "caption": text}))
+        lines.append({"path": name, "caption": text})
     manifest = folder / manifest_name
 
-    def _write(tmp: str) -> None:
-        Path(tmp).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-    atomic_write(manifest, _write)
+    write_text(manifest, jsonl_text(lines))
     return manifest

@@ -91,7 +91,7 @@ def _read_manifest(path: Path) -> list[dict]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .checkpoints import atomic_write
+    from .files import write_json
     from .media import IMAGE_SUFFIXES, read_image, read_video
     from .world_eval import evaluate
 
@@ -110,6 +110,5 @@ def _eval(args: argparse.Namespace) -> int:
     summary = evaluate(videos, [e["caption"] for e in entries], references=references)
     print(summary)
     if args.json:
-        text = json.dumps(summary.to_dict(with_reports=True), indent=1, default=str)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_json(args.json, json.loads(json.dumps(summary.to_dict(with_reports=True), default=str)), indent=1)
     return 0

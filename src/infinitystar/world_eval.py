@@ -144,13 +144,14 @@ def psnr(a, b, name: str = "first frame") -> float:
 
 def _psnr(x: np.ndarray, y: np.ndarray, name: str) -> float:
     """PSNR of two float ``[T, H, W, 3]`` arrays on the 0-255 scale."""
+    from .metrics import psnr
+
     if x.shape != y.shape:
         raise ValueError(
             f"{name} {x.shape[1:3]} and reference {y.shape[1:3]} differ in size (or frame count {x.shape[0]} vs "
             f"{y.shape[0]})"
         )
-    mse = float(np.mean((x.astype(np.float64) - y) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    return psnr(x, y)
 
 
 def _measure_background(frames: np.ndarray, border: int) -> np.ndarray:

@@ -121,14 +121,14 @@ class VLMCaptioner:
             )
         if not video_prompt.strip() or not image_prompt.strip():
             raise ValueError("captioner prompts must not be empty")
-        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if dtype == "auto":
-            dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
-        if dtype not in dtypes:
-            raise ValueError(f"captioner dtype {dtype!r} not supported; accepted: auto, {', '.join(dtypes)}")
+        from ..devices import DTYPES, parse_dtype
+
+        if dtype != "auto" and str(dtype).lower() not in DTYPES:
+            raise ValueError(f"captioner dtype {dtype!r} not supported; accepted: auto, {', '.join(DTYPES)}")
+        torch_dtype = parse_dtype(None if dtype == "auto" else dtype, device)
         self.num_frames, self.frame_size, self.max_new_tokens = int(num_frames), int(frame_size), int(max_new_tokens)
         self.prompts = {"video": video_prompt, "image": image_prompt}
-        self.device, self.dtype = torch.device(device), dtypes[dtype]
+        self.device, self.dtype = torch.device(device), torch_dtype
         try:
             self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
             self.model = AutoModelForImageTextToText.from_pretrained(folder, local_files_only=True, dtype=self.dtype)

@@ -1,4 +1,4 @@
-"""Training checkpoints: sharded, atomic, exactly resumable; and the trained-model folder.
+"""Training checkpoints: sharded, atomic, exactly resumable.
 
 :func:`save_checkpoint` / :func:`load_latest_checkpoint` take a ``state`` dict naming what to
 save: modules, optimizers, anything with ``state_dict()`` / ``load_state_dict()`` (LR
@@ -21,9 +21,8 @@ only a temporary folder, which loading ignores and the next save removes. The ne
 checkpoints are kept. The original writes one unsharded ``.pth`` from rank 0 (the whole model
 and optimizer gathered) and every rank reads all of it back.
 
-The final model is written separately by :func:`save_model_folder` in the package's own format
-(``config.json`` + ``model.safetensors`` with our parameter names), which
-:func:`load_model_folder` reads back and ``--init`` accepts.
+The final model is written separately, as a trained-model folder
+(:func:`infinitystar.transformer_checkpoint.save_model_folder`), which ``--init`` accepts.
 """
 
 from __future__ import annotations
@@ -44,13 +43,12 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..checkpoints import CheckpointError, atomic_write, read_safetensors, save_safetensors
-from ..config import TransformerConfig
+from ..checkpoints import CheckpointError
+from ..files import atomic_write, write_json
 
 STEP_RE = re.compile(r"^step_(\d{8,})$")
 TMP_PREFIX = ".tmp_step_"
 META_NAME = "meta.json"
-MODEL_FORMAT = "infinitystar.transformer"
 
 
 def _dist() -> bool:
@@ -188,7 +186,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any]
 
     if rank == 0:
         meta = {"step": int(step), "world_size": _world(), "keys": sorted(state), "tensor_keys": sorted(tensors)}
-        atomic_write(tmp / META_NAME, lambda f: Path(f).write_text(json.dumps(meta, indent=2)))
+        write_json(tmp / META_NAME, meta)
         if final.exists():  # the same step saved again (e.g. after a resume): replace it
             old = run_dir / f".old_step_{int(step):08d}"
             os.replace(final, old)
@@ -294,58 +292,3 @@ def load_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> int:
             raise CheckpointError(f"checkpoint {folder} holds no value for {key!r}")
     _set_rng_state(per_rank["__rng__"])
     return int(meta["step"])
-
-
-# --------------------------------------------------------------------------------------
-# The trained model in our own format
-# --------------------------------------------------------------------------------------
-
-
-def save_model_folder(
-    state: Mapping[str, torch.Tensor], cfg: TransformerConfig, folder: str | os.PathLike, extra: dict | None = None
-) -> Path:
-    """Write ``folder/model.safetensors`` (our parameter names) and ``folder/config.json``.
-
-    ``config.json`` = ``{"format": "infinitystar.transformer", "transformer": {...}, **extra}``.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_safetensors(state, folder / "model.safetensors", metadata={"format": MODEL_FORMAT})
-    info = {"format": MODEL_FORMAT, "transformer": cfg.to_dict(), **(extra or {})}
-    atomic_write(folder / "config.json", lambda f: Path(f).write_text(json.dumps(info, indent=2)))
-    return folder
-
-
-def is_model_folder(path: str | os.PathLike) -> bool:
-    p = Path(path)
-    if not (p / "config.json").is_file() or not (p / "model.safetensors").is_file():
-        return False
-    try:
-        return json.loads((p / "config.json").read_text()).get("format") == MODEL_FORMAT
-    except (json.JSONDecodeError, AttributeError):
-        return False
-
-
-def read_model_folder(folder: str | os.PathLike) -> tuple[TransformerConfig, dict[str, torch.Tensor]]:
-    """``(config, state dict)`` of a folder written by :func:`save_model_folder`."""
-    folder = Path(folder)
-    if not is_model_folder(folder):
-        raise CheckpointError(
-            f"{folder} is not a trained-model folder (expected config.json with format {MODEL_FORMAT!r} "
-            "and model.safetensors)"
-        )
-    info = json.loads((folder / "config.json").read_text())
-    return TransformerConfig.from_dict(info["transformer"]), read_safetensors(folder / "model.safetensors")
-
-
-def load_model_folder(folder: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32):
-    """An :class:`~infinitystar.transformer.InfinityTransformer` from a trained-model folder (strict)."""
-    from ..checkpoints import check_coverage, shapes_of
-    from ..transformer import InfinityTransformer
-
-    cfg, state = read_model_folder(folder)
-    with torch.device("meta"):
-        model = InfinityTransformer(cfg)
-    check_coverage(shapes_of(model.state_dict()), shapes_of(state), f"trained model {folder}")
-    model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in state.items()}, assign=True)
-    return model

@@ -14,13 +14,15 @@ is the default here too (``fsdp_param_dtype='bfloat16'`` halves the all-gather t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from ..devices import parse_dtype, resolve_device
+from ..launch import launched_by_torchrun, torchrun_env
 
 
 @dataclass
@@ -55,20 +57,6 @@ class DistEnv:
         return self.rank == 0
 
 
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; a clear error for cuda without a GPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
 def init_distributed(device: str = "auto", sp_size: int = 1, timeout_s: float = 1800.0) -> DistEnv:
     """Set up this process: a process group under ``torchrun``, none otherwise.
 
@@ -80,7 +68,7 @@ def init_distributed(device: str = "auto", sp_size: int = 1, timeout_s: float = 
         if sp_size != 1:
             raise ValueError(f"sp_size {sp_size} needs {sp_size} processes: launch with torchrun --nproc_per_node")
         return DistEnv(device=dev)
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    rank, world, local = torchrun_env()
     if world % sp_size:
         raise ValueError(f"sp_size {sp_size} does not divide the number of processes {world}")
     if dev.type == "cuda":
@@ -145,7 +133,7 @@ def fully_shard_model(root: nn.Module, blocks: nn.ModuleList, param_dtype: str =
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[param_dtype]
+    dtype = parse_dtype(param_dtype)
     # inputs are not cast: RoPE tables and code sums stay fp32 (autocast does the bf16 matmuls)
     mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
     n = len(blocks)

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ..devices import parse_dtype, resolve_device
     from ..vae import VideoVAE
     from .latent_cache import extract_latents
     from .preprocess import Resolution
@@ -61,13 +62,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rank, world, local_rank = torchrun_env()
     resolution = Resolution.parse(args.resolution)  # fail before loading anything
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked but no CUDA device is available; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    vae = VideoVAE.from_original_checkpoint(args.vae, device=device).to(dtype=getattr(torch, args.dtype))
+    device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    vae = VideoVAE.from_original_checkpoint(args.vae, device=device).to(dtype=parse_dtype(args.dtype))
     text_encoder = None
     if args.t5:
         from ..text import T5TextEncoder

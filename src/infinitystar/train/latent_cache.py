@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..checkpoints import atomic_write
+from ..files import atomic_write, write_json, write_text
 from .buckets import shard_items
 from .captions import candidate_captions, item_seed
 from .manifest import Manifest, MediaItem, read_manifest
@@ -117,8 +117,7 @@ def _ensure_config(cache_dir: Path, config: CacheConfig) -> None:
                 "or another --out folder"
             )
         return
-    text = json.dumps(config.to_json(), indent=2) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_json(path, config.to_json())
 
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
@@ -229,8 +228,7 @@ def _drop_torn_lines(path: Path) -> None:
             continue
         good.append(line)
     if len(good) != len(lines) or not path.read_bytes().endswith(b"\n"):
-        text = "".join(line + "\n" for line in good)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        write_text(path, "".join(line + "\n" for line in good))
 
 
 def read_index(cache_dir: str | os.PathLike, *, check_files: bool = True) -> list[CacheEntry]:
@@ -531,6 +529,5 @@ def extract_latents(
         "summary": {k: v for k, v in dataclasses.asdict(summary).items() if k != "failures"},
         "failures": [{"item": w, "reason": r} for w, r in summary.failures],
     }
-    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(out / f"failures-rank{rank:05d}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_json(out / f"failures-rank{rank:05d}.json", report)
     return summary

@@ -341,14 +341,6 @@ def read_manifest(
 
 def write_manifest(path: str | os.PathLike, items: Iterable[MediaItem]) -> Path:
     """Write items as a jsonl manifest in the original's format (atomically)."""
-    from ..checkpoints import atomic_write
+    from ..files import write_jsonl
 
-    text = "".join(json.dumps(item.to_json(), ensure_ascii=False) + "\n" for item in items)
-    path = Path(path)
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    atomic_write(path, _write)
-    return path
+    return write_jsonl(path, (item.to_json() for item in items))

@@ -24,8 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Stage 'continuous' trains the VAE with a KL term; stage 'quantized' trains it with the multi-scale "
             "BSQ in the loop, initialised from a stage-1 VAE (--init, knowledge inheritance) or from scratch "
-            "(--from-scratch). Writes config.json, metrics.jsonl, checkpoints/ and, at the end, vae.safetensors "
-            "(original key names) + vae_config.json into --out."
+            "(--from-scratch). Writes config.json, metrics.jsonl, checkpoints/ and, at the end, the VAE folder vae/ "
+            "(model.safetensors with the original key names + config.json) into --out."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -89,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
         last = history[-1]
         extra = f", bit usage {last['bit_usage']:.3f}" if "bit_usage" in last else ""
         print(f"step {last['step']}: l1 {last['l1']:.4f}, psnr {last['psnr']:.2f} dB{extra}")
-    print(f"wrote {trainer.run_dir / 'vae.safetensors'} and vae_config.json")
+    print(f"wrote {trainer.run_dir / 'vae'}/ (model.safetensors, config.json)")
     return 0

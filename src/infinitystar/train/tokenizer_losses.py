@@ -45,7 +45,7 @@ __all__ = [
     "quantize_pyramid_ste",
     "kl_divergence",
     "l1_loss",
-    "psnr",
+    "reconstruction_psnr",
     "hinge_d_loss",
     "hinge_g_loss",
     "adaptive_gan_weight",
@@ -329,10 +329,11 @@ def kl_divergence(mean: Tensor, std: Tensor) -> Tensor:
     return 0.5 * (mean.square() + var - 1.0 - logvar).mean()
 
 
-def psnr(recon: Tensor, target: Tensor) -> float:
+def reconstruction_psnr(recon: Tensor, target: Tensor) -> float:
     """PSNR in dB of videos in [-1, 1] (the reconstruction is clamped first; peak-to-peak 2)."""
-    mse = (recon.detach().clamp(-1, 1) - target.detach()).float().square().mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+    from ..metrics import psnr
+
+    return psnr(recon.detach().clamp(-1, 1), target.detach(), data_range=2.0)
 
 
 def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:

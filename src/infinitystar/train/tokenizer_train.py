@@ -24,8 +24,8 @@ random draw comes from generators stored in the checkpoints
 (:mod:`infinitystar.train.checkpointing`).
 
 Outputs in the run folder: ``config.json`` (resolved), ``metrics.jsonl`` (one line per step),
-``checkpoints/step_*`` (resumable), and at the end ``vae.safetensors`` (original key names:
-``VideoVAE.from_original_checkpoint`` loads it) + ``vae_config.json``.
+``checkpoints/step_*`` (resumable), and at the end the VAE folder ``vae/`` (``model.safetensors`` with the
+original key names + ``config.json``: ``VideoVAE.from_original_checkpoint`` loads it, as any model folder's VAE).
 """
 
 from __future__ import annotations
@@ -47,16 +47,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..checkpoints import CheckpointError, atomic_write, save_safetensors
 from ..config import PRESETS, VAEConfig
+from ..devices import resolve_device
+from ..files import atomic_write
 from ..schedule import Schedule
-from ..vae import (
-    VideoVAE,
-    infer_vae_config,
-    load_original_vae_state_dict,
-    original_vae_state_dict,
-    read_original_vae_state,
-)
+from ..vae import VideoVAE, load_vae_weights, save_vae_folder, vae_config_of
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
 from .perceptual import PerceptualLoss
 from .tokenizer_losses import (
@@ -67,8 +62,8 @@ from .tokenizer_losses import (
     hinge_g_loss,
     kl_divergence,
     l1_loss,
-    psnr,
     quantize_pyramid_ste,
+    reconstruction_psnr,
     tokenizer_schedule,
 )
 
@@ -83,13 +78,11 @@ __all__ = [
     "smooth_video",
     "ClipStream",
     "TokenizerTrainer",
-    "export_vae",
-    "load_vae_weights",
 ]
 
 STAGES = ("continuous", "quantized")
-VAE_FILE = "vae.safetensors"
-VAE_CONFIG_FILE = "vae_config.json"
+#: the trained tokenizer: a VAE folder (``model.safetensors`` + ``config.json``) inside the run folder
+VAE_DIR = "vae"
 
 
 # --------------------------------------------------------------------------------------------
@@ -545,45 +538,6 @@ def build_data_source(cfg: DataConfig) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _vae_file(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / VAE_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"VAE checkpoint not found: {path} (give a .safetensors / .pth VAE file or a run folder with {VAE_FILE})"
-        )
-    return path
-
-
-def init_vae_config(path: str | os.PathLike) -> VAEConfig:
-    """The VAEConfig of a checkpoint: its ``vae_config.json`` neighbour, else inferred from the shapes."""
-    file = _vae_file(path)
-    cfg_file = file.parent / VAE_CONFIG_FILE
-    if cfg_file.is_file():
-        return VAEConfig.from_dict(json.loads(cfg_file.read_text()))
-    return infer_vae_config(read_original_vae_state(file))
-
-
-def load_vae_weights(vae: VideoVAE, path: str | os.PathLike) -> Path:
-    """Load a VAE checkpoint (original key names: released ``.pth``, our ``.safetensors``, or a run
-    folder) into ``vae``, strictly (every key and shape must match). Returns the file read."""
-    file = _vae_file(path)
-    state = read_original_vae_state(file)
-    load_original_vae_state_dict(vae, {k: v.to(vae.latent_scales.device) for k, v in state.items()})
-    return file
-
-
-def export_vae(vae: VideoVAE, out_dir: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
-    """Write ``vae.safetensors`` (original key names, loadable by ``VideoVAE.from_original_checkpoint``)
-    and ``vae_config.json`` into ``out_dir``, atomically. Returns the weights' path."""
-    out_dir = Path(out_dir)
-    path = out_dir / VAE_FILE
-    save_safetensors(original_vae_state_dict(vae), path, metadata=metadata)
-    _write_json(out_dir / VAE_CONFIG_FILE, vae.cfg.to_dict())
-    return path
-
-
 def _write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
@@ -671,16 +625,14 @@ class TokenizerTrainer:
             raise ValueError("init and from_scratch exclude each other: choose one")
         vae_cfg = cfg.vae
         if vae_cfg is None:
-            vae_cfg = init_vae_config(init) if init is not None else VAEConfig()
+            vae_cfg = vae_config_of(init) if init is not None else VAEConfig()
             cfg = cfg.replace(vae=vae_cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         self.quantized = cfg.stage == "quantized"
         self.progress = progress
 
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {cfg.device!r} requested but CUDA is not available here; use 'cpu'")
         with torch.random.fork_rng(devices=[]):  # module init draws from the global generator: seed it, privately
             torch.manual_seed(cfg.seed)
             vae = VideoVAE(vae_cfg)
@@ -908,7 +860,7 @@ class TokenizerTrainer:
             m["d_loss"] = d_loss.item()
         m.update(
             loss=loss.item(),
-            psnr=psnr(recon, video),
+            psnr=reconstruction_psnr(recon, video),
             grad_norm=float(grad_norm),
             lr=self.optimizer.param_groups[0]["lr"],
             latent_scale=self.vae.latent_scales[0].item(),
@@ -990,7 +942,7 @@ class TokenizerTrainer:
                 if self.step % self.cfg.save_every == 0 or self.step == steps:
                     self.save()
         bar.close()
-        export_vae(self.vae, self.run_dir, metadata={"stage": self.cfg.stage, "step": str(self.step)})
+        save_vae_folder(self.vae, self.run_dir / VAE_DIR, metadata={"stage": self.cfg.stage, "step": str(self.step)})
         return history
 
     @torch.no_grad()
@@ -1009,7 +961,7 @@ class TokenizerTrainer:
                 z = qo.latent
                 res["bit_usage"] = qo.bit_usage
             recon = self.vae.decode(z, chunk_latents=chunk_latents)
-            res.update(l1=float(l1_loss(recon, video)), psnr=psnr(recon, video))
+            res.update(l1=float(l1_loss(recon, video)), psnr=reconstruction_psnr(recon, video))
             return res
         finally:
             self.vae.train(was_training)

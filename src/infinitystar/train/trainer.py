@@ -36,7 +36,9 @@ import torch.nn as nn
 from ..config import TransformerConfig
 from ..quantizer import SelfCorrection, encode_pyramid
 from ..schedule import Schedule, aspect_templates, build_schedule, nearest_template, schedule_from_scales
+from ..text_loading import make_text_encoder
 from ..transformer import InfinityTransformer, LossOutput, PackedLogits, bit_loss
+from ..transformer_checkpoint import is_model_folder, read_model_folder, save_model_folder
 from . import checkpointing as ckpt
 from .config import TrainConfig, template_scale_count
 from .distributed import DistEnv, all_reduce_sum, apply_activation_checkpointing, barrier, fully_shard_model
@@ -182,8 +184,8 @@ def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"--init checkpoint not found: {p}")
-    if ckpt.is_model_folder(p):
-        found_cfg, state = ckpt.read_model_folder(p)
+    if is_model_folder(p):
+        found_cfg, state = read_model_folder(p)
         if found_cfg != cfg:
             raise CheckpointError(f"--init model {p} was trained with {found_cfg}, the recipe builds {cfg}")
         return {k: v.float() for k, v in state.items()}
@@ -661,11 +663,9 @@ class Trainer:
         final = self.run_dir / "final"
         if self.env.is_main:
             extra = {"step": self.step, "seed": self.cfg.seed}
-            ckpt.save_model_folder(state, self.tcfg, final, extra)
+            save_model_folder(state, self.tcfg, final, extra)
             if ema is not None:
-                ckpt.save_model_folder(
-                    ema, self.tcfg, self.run_dir / "final_ema", {**extra, "ema_decay": self.ema.decay}
-                )
+                save_model_folder(ema, self.tcfg, self.run_dir / "final_ema", {**extra, "ema_decay": self.ema.decay})
         barrier(self.env)
         return final
 
@@ -698,15 +698,3 @@ class Trainer:
         finally:
             logger.close()
         return TrainResult(self.step, self.run_dir, final, losses)
-
-
-def make_text_encoder(spec: str, model_cfg, device):
-    """The text encoder a recipe names: 'builtin' (the package's fixed-embedding encoder, sized for the model),
-    or a folder: a T5 encoder or any saved encoder (``pipeline.load_text_encoder``)."""
-    if spec == "builtin":
-        from ..builtin_text import BuiltinTextEncoder
-
-        return BuiltinTextEncoder.for_config(model_cfg, device=device)
-    from ..pipeline import load_text_encoder
-
-    return load_text_encoder(spec, device)
