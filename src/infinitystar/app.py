@@ -186,43 +186,25 @@ def check_upload(path: Any, kind: str, max_bytes: int) -> Path:
         raise DemoInputError(f"{path.name!r} is {size / 2**20:.1f} MB, larger than the {limit} limit")
     if size == 0:
         raise DemoInputError(f"{path.name!r} is empty (0 bytes); {accepted}")
-    if kind == "image":
-        _check_image_decodes(path, accepted)
-    else:
-        _check_video_decodes(path, accepted)
+    _check_decodes(path, kind, accepted)
     return path
 
 
-def _check_image_decodes(path: Path, accepted: str) -> None:
-    from PIL import Image
+def _check_decodes(path: Path, kind: str, accepted: str) -> None:
+    """The upload decodes (an image fully, a video's first frame): a broken file fails here, not inside the model.
+
+    The message names only the file's name (the path is the server's temporary copy) and what was wrong.
+    """
+    from .media.decode import verify_decodes
+    from .media.probe import MediaError
 
     try:
-        with Image.open(path) as im:
-            im.load()  # decodes every byte: a truncated file fails here, not inside the model
-            w, h = im.size
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError ...
-        raise DemoInputError(
-            f"cannot read the image {path.name!r}: it is corrupt or not an image ({accepted})"
-        ) from exc
-    if min(w, h) < 2:
-        raise DemoInputError(f"the image {path.name!r} is {w}×{h} pixels; it must be at least 2×2")
-
-
-def _check_video_decodes(path: Path, accepted: str) -> None:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DemoInputError(f"{path.name!r} has no video stream ({accepted})")
-            stream = container.streams.video[0]
-            first = next(container.decode(stream), None)
-    except DemoInputError:
-        raise
-    except Exception as exc:  # av.error.FFmpegError, OSError, UnicodeDecodeError in broken metadata ...
-        raise DemoInputError(f"cannot read the video {path.name!r}: it is corrupt or not a video ({accepted})") from exc
-    if first is None:
-        raise DemoInputError(f"the video {path.name!r} has no frames ({accepted})")
+        info = verify_decodes(path, kind)
+    except MediaError as exc:
+        reason = exc.reason or f"it is corrupt or not {'an image' if kind == 'image' else 'a video'}"
+        raise DemoInputError(f"cannot read the {kind} {path.name!r}: {reason} ({accepted})") from exc
+    if kind == "image" and min(info.width, info.height) < 2:
+        raise DemoInputError(f"the image {path.name!r} is {info.width}×{info.height} pixels; it must be at least 2×2")
 
 
 def inspect_upload(path: Any, kind: str, max_bytes: int) -> tuple[str | None, str]:

@@ -29,7 +29,6 @@ are cached in ``fvd_real_features.npz`` under the same rule.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,39 +203,19 @@ def find_output(out_dir: str | Path, item: PromptItem) -> Path | None:
 def read_frames(path: str | Path) -> np.ndarray:
     """An image or video file as uint8 frames ``[T, H, W, 3]`` (RGB), videos resampled to 16 fps.
 
-    Decoded straight to uint8 (a float copy of a 480p 5 s video would be 4x larger); the 16 fps grid is
-    :func:`infinitystar.media.resample_indices`, as in :func:`infinitystar.media.read_video`.
+    Decoded straight to uint8 by :func:`infinitystar.media.read_video_uint8`, on the 16 fps grid of
+    :func:`infinitystar.media.read_video`. An unreadable file is a ``MediaError`` (a ``ValueError``).
     """
-    from .media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, resample_indices
-    from .schedule import FPS
+    from .media.decode import decode_image, read_video_uint8
+    from .media.probe import check_media_file
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"output not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))[None]  # [H, W, 3] -> [1, H, W, 3]
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ValueError(f"cannot read image {path}: it is corrupt or not an image ({exc})") from exc
-    if suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"{path} is not a media file; accepted: {', '.join(VIDEO_SUFFIXES + IMAGE_SUFFIXES)}")
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            rate = float(stream.average_rate or stream.guessed_rate or FPS)
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except (av.error.FFmpegError, IndexError, OSError) as exc:
-        raise ValueError(f"cannot read video {path}: it is corrupt or has no video stream ({exc})") from exc
-    if not frames:
-        raise ValueError(f"video {path} has no frames")
-    count = max(1, math.ceil(len(frames) / rate * FPS - 1e-6))  # 16 fps frame times inside the duration
-    return np.stack([frames[i] for i in resample_indices(len(frames), rate, count)])  # [T, H, W, 3]
+    _, kind = check_media_file(path)
+    if kind == "image":
+        return np.asarray(decode_image(path))[None]  # [H, W, 3] -> [1, H, W, 3]
+    return read_video_uint8(path)
 
 
 def _reference_frame(path: str, hw: tuple[int, int]) -> np.ndarray:

@@ -259,27 +259,10 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _input_aspect(x: Any, what: str) -> float:
     """h / w of an image or video input without decoding more than needed."""
     if isinstance(x, (str, Path)):
-        path = Path(x)
-        if not path.is_file():
-            raise ValueError(f"{what} not found: {path}")
-        if what == "image":
-            from PIL import Image, UnidentifiedImageError
+        from .media.probe import probe_media
 
-            try:
-                with Image.open(path) as im:
-                    w, h = im.size
-            except (UnidentifiedImageError, OSError) as exc:
-                raise ValueError(f"cannot read image {path}: it is corrupt or not an image ({exc})") from exc
-        else:
-            import av
-
-            try:
-                with av.open(str(path)) as c:
-                    s = c.streams.video[0]
-                    h, w = s.codec_context.height, s.codec_context.width
-            except (av.error.FFmpegError, IndexError, OSError) as exc:
-                raise ValueError(f"cannot read video {path}: it is corrupt or has no video stream ({exc})") from exc
-        return h / w
+        info = probe_media(x, what, require_fps=False)  # the header only; MediaError (a ValueError) if unreadable
+        return info.height / info.width
     if hasattr(x, "size") and hasattr(x, "convert"):  # PIL image
         w, h = x.size
         return h / w

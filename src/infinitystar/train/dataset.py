@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from ..media.probe import probe_media
 from ..schedule import FPS
 from .buckets import check_shard, plan_batches
 from .captions import CaptionOptions, caption_options, item_generator, training_caption
@@ -398,14 +399,8 @@ class MediaDataset(_BucketedDataset):
 
     def _plan_item(self, item: MediaItem, key: str) -> _MediaPlan:
         if not item.is_video:
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(item.path) as im:  # header only
-                    w, h = im.size
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-                raise MediaError(f"cannot read image {item.path}: it is corrupt or not an image ({exc})") from None
-            return _MediaPlan(item, key, self.resolution.template(h / w), 1, 0, None)
+            info = probe_media(item.path, "image")  # the header only
+            return _MediaPlan(item, key, self.resolution.template(info.height / info.width), 1, 0, None)
         plan = plan_video(item)
         if self.num_frames is not None:
             frames = self.num_frames

@@ -3,7 +3,7 @@ snapping, Lanczos cover-resize and center crop, values in [-1, 1].
 
 - **Frames**: the source clip ``[begin, end)`` (source frames) is resampled to 16 fps with the original training
   reader's formula (``media.resample_indices(..., original=True)``: nearest-lower frames, duplicates allowed), decoded
-  with PyAV sequentially from frame 0 up to the last needed frame (exact, no seek).
+  with PyAV sequentially from frame 0 up to the last needed frame (exact, no seek; ``media.decode_frames``).
 - **Durations**: training maps a clip of ``s`` seconds to ``min(int(s), max_duration)`` whole seconds, i.e.
   ``16 d + 1`` frames and ``4 d + 1`` latent frames (1 s -> 17 / 5, 5 s -> 81 / 21). Extraction caches the longest
   ``1 + 4k`` frames that fit (0.25 s steps) up to ``max_frames``; training slices the first ``4 d + 1`` latents.
@@ -20,11 +20,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import Tensor
 
-from ..media import cover_resize_crop, resample_indices
+from ..media.decode import decode_frames, decode_image
+from ..media.frames import to_unit_range
+from ..media.probe import MediaError, MediaInfo, probe_media
+from ..media.resample import cover_resize_crop, resample_indices
 from ..schedule import (
     FPS,
     PN_NUM_SCALES,
@@ -42,10 +43,6 @@ from .manifest import MediaItem
 END_TOLERANCE_S = 0.2
 #: A manifest's ``fps`` may differ from the stream's by this fraction (29.97 vs 30 is fine; 24 vs 30 is not).
 FPS_TOLERANCE = 0.02
-
-
-class MediaError(ValueError):
-    """A media file cannot be used for training: missing, empty, corrupt, too short, or inconsistent metadata."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -159,118 +156,10 @@ def extraction_frames(seconds: float, max_frames: int) -> int:
 # Probing and decoding
 
 
-@dataclass(frozen=True)
-class VideoProbe:
-    """What the container says about a video's first stream."""
-
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-
-    @property
-    def seconds(self) -> float:
-        return self.num_frames / self.fps
-
-
-def _av_errors() -> tuple[type[BaseException], ...]:
-    import av
-
-    return (av.error.FFmpegError, OSError, IndexError, ValueError, RuntimeError, UnicodeDecodeError)
-
-
-def _check_exists(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise MediaError(f"{what} not found: {path}")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{what} {path} is empty (0 bytes)")
-
-
-def probe_video(path: str | Path) -> VideoProbe:
-    """Frame count, frame rate and size of a video (header first; packets are counted when the header has no count)."""
-    import av
-
-    path = Path(path)
-    _check_exists(path, "video")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"video {path} has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            n = int(stream.frames or 0)
-            if n <= 0:  # webm/mkv headers often carry no count: count packets (demux only, no decode)
-                n = sum(1 for packet in container.demux(stream) if packet.size > 0)
-            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
-    except MediaError:
-        raise
-    except _av_errors() as exc:
-        raise MediaError(
-            f"cannot read video {path}: it is corrupt or not a video ({type(exc).__name__}: {exc})"
-        ) from None
-    if n <= 0:
-        raise MediaError(f"video {path} has no frames")
-    if min(width, height) <= 0:
-        raise MediaError(f"video {path} has an invalid frame size {width}x{height}")
-    fps = float(rate) if rate else float("nan")
-    return VideoProbe(n, fps, height, width)
-
-
-def decode_frames(path: str | Path, indices: list[int], *, tolerance: int = 0) -> list:
-    """PIL RGB images of the given source frame indices (sorted, duplicates allowed), decoded sequentially.
-
-    A stream that ends before the last index by at most ``tolerance`` frames repeats its last frame (header counts
-    are sometimes one or two frames too high); a larger shortfall is an error.
-    """
-    import av
-
-    path = Path(path)
-    wanted = set(indices)
-    last = max(indices)
-    got: dict[int, object] = {}
-    decoded = 0
-    previous = None  # the last decoded frame, kept as a stand-in for a short stream
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                if decoded in wanted:
-                    got[decoded] = frame.to_image().convert("RGB")
-                previous = frame
-                decoded += 1
-                if decoded > last:
-                    break
-            if decoded <= last:
-                if previous is None:
-                    raise MediaError(f"video {path} decodes to no frames")
-                if last - (decoded - 1) > tolerance:
-                    raise MediaError(
-                        f"video {path} is truncated: frame {last} is needed but decoding stopped after {decoded} frames"
-                    )
-                stand_in = got.get(decoded - 1)
-                if stand_in is None:
-                    stand_in = previous.to_image().convert("RGB")
-                for i in indices:
-                    if i >= decoded:
-                        got[i] = stand_in
-    except MediaError:
-        raise
-    except _av_errors() as exc:
-        raise MediaError(
-            f"cannot decode video {path} (after {decoded} frames): it is corrupt ({type(exc).__name__}: {exc})"
-        ) from None
-    return [got[i] for i in indices]
-
-
-def _to_tensor(images: list) -> Tensor:
-    """PIL RGB images -> ``[3, T, H, W]`` float32 in [-1, 1]: ``x / 255 * 2 - 1``, as ``to_tensor`` then
-    ``x * 2 - 1`` (the same float operations, so the same values), converted and transposed in one copy."""
-    arr = np.stack([np.asarray(im, dtype=np.uint8) for im in images])  # [T, H, W, 3]
-    t, h, w, _ = arr.shape
-    out = torch.empty(3, t, h, w, dtype=torch.float32)
-    out.copy_(torch.from_numpy(arr).permute(3, 0, 1, 2))  # [T,H,W,3] -> [3,T,H,W], uint8 -> float32
-    return out.div_(255.0).mul_(2.0).sub_(1.0)
+def probe_video(path: str | Path) -> MediaInfo:
+    """Frame count, frame rate and size of a video: the header's count, else its packets counted (exact, so that
+    frame ranges can be checked); ``fps`` is ``None`` when the stream gives no rate (the manifest's is used)."""
+    return probe_media(path, "video", count_packets=True, require_fps=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -301,22 +190,25 @@ class ClipPlan:
     end: int  #: exclusive, source frames
     fps: float
     seconds: float
-    probe: VideoProbe
+    probe: MediaInfo
 
 
-def plan_video(item: MediaItem, probe: VideoProbe | None = None) -> ClipPlan:
+def plan_video(item: MediaItem, probe: MediaInfo | None = None) -> ClipPlan:
     """Check a video item's frame range and frame rate against the file; raise :class:`MediaError` if inconsistent."""
     probe = probe if probe is not None else probe_video(item.path)
     fps = probe.fps
     if item.fps is not None:
-        if math.isfinite(fps) and abs(item.fps - fps) > FPS_TOLERANCE * fps:
+        if fps is not None and abs(item.fps - fps) > FPS_TOLERANCE * fps:
             raise MediaError(
                 f"{item.where or item.path}: the manifest says fps={item.fps:g} but the video stream runs at "
                 f"{fps:g} fps; fix the 'fps' field (frame ids are counted in the source's frames)"
             )
         fps = item.fps
-    if not math.isfinite(fps) or fps <= 0:
-        raise MediaError(f"video {item.path} has no known frame rate; give 'fps' in the manifest")
+    if fps is None or not math.isfinite(fps) or fps <= 0:
+        raise MediaError(
+            f"cannot read video {item.path}: the video stream has no frame rate; give 'fps' in the manifest",
+            path=item.path,
+        )
     n = probe.num_frames
     end = n if item.end_frame is None else item.end_frame
     slack = max(1, round(END_TOLERANCE_S * fps))
@@ -366,25 +258,17 @@ def load_video(
     template = resolution.template(h0 / w0)
     height, width = resolution.pixel_size(h0 / w0)
     images = [cover_resize_crop(im, height, width) for im in images]
-    return Clip(_to_tensor(images), template, plan.seconds, tuple(indices), plan.fps, (h0, w0))
+    return Clip(to_unit_range(images, contiguous=True), template, plan.seconds, tuple(indices), plan.fps, (h0, w0))
 
 
 def load_image(item: MediaItem | str | Path, resolution: Resolution | str) -> Clip:
     """Read, resize and crop an image item: ``[3, 1, H, W]``."""
-    from PIL import Image, UnidentifiedImageError
-
     resolution = Resolution.parse(resolution)
-    path = item.path if isinstance(item, MediaItem) else Path(item)
-    _check_exists(path, "image")
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
-        raise MediaError(f"cannot read image {path}: it is corrupt or not an image ({exc})") from None
+    im = decode_image(item.path if isinstance(item, MediaItem) else item)
     h0, w0 = im.height, im.width
     height, width = resolution.pixel_size(h0 / w0)
     im = cover_resize_crop(im, height, width)
-    return Clip(_to_tensor([im]), resolution.template(h0 / w0), 0.0, (), None, (h0, w0))
+    return Clip(to_unit_range([im], contiguous=True), resolution.template(h0 / w0), 0.0, (), None, (h0, w0))
 
 
 def load_item(
