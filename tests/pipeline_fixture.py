@@ -16,7 +16,8 @@ from infinitystar.config import TransformerConfig, VAEConfig
 from infinitystar.pipeline import PipelineConfig
 from infinitystar.transformer import InfinityTransformer
 from infinitystar.transformer_checkpoint import save_original_transformer
-from infinitystar.vae import VideoVAE, save_original_vae_checkpoint
+from infinitystar.vae import VideoVAE
+from infinitystar.vae_checkpoint import save_original_vae_checkpoint
 from t5_fixture import TINY_T5_CHANNELS, make_tiny_t5
 
 TINY_TRANSFORMER = TransformerConfig(

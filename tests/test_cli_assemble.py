@@ -14,7 +14,7 @@ from infinitystar.cli import main
 from infinitystar.pipeline import InfinityStarPipeline
 from infinitystar.transformer import InfinityTransformer
 from infinitystar.transformer_checkpoint import save_model_folder
-from infinitystar.vae import save_vae_folder
+from infinitystar.vae_checkpoint import save_vae_folder
 from pipeline_fixture import TINY_PIPELINE, tiny_models
 
 

@@ -24,7 +24,8 @@ from infinitystar.train.latent_cache import (
 )
 from infinitystar.train.manifest import read_manifest
 from infinitystar.train.preprocess import load_item
-from infinitystar.vae import VideoVAE, save_original_vae_checkpoint
+from infinitystar.vae import VideoVAE
+from infinitystar.vae_checkpoint import save_original_vae_checkpoint
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 

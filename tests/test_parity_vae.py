@@ -12,7 +12,8 @@ import torch
 
 from infinitystar.config import VAEConfig
 from infinitystar.media import frames_to_uint8
-from infinitystar.vae import VideoVAE, infer_vae_config, read_original_vae_state
+from infinitystar.vae import VideoVAE
+from infinitystar.vae_checkpoint import infer_vae_config, read_original_vae_state
 from parity_utils import assert_close_rel, dump_params, get_dump
 
 pytestmark = pytest.mark.parity

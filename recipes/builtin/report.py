@@ -36,7 +36,8 @@ from infinitystar.media import frames_to_uint8
 from infinitystar.metrics import psnr
 from infinitystar.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import build_schedule
-from infinitystar.vae import VideoVAE, vae_weights_file
+from infinitystar.vae import VideoVAE
+from infinitystar.vae_checkpoint import vae_weights_file
 from infinitystar.world import WorldDataset, WorldSpec
 from infinitystar.world_eval import evaluate_video
 

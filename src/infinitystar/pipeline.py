@@ -480,7 +480,7 @@ class InfinityStarPipeline:
         the original key names + ``config.json``) and ``text_encoder/``. ``dtype`` (e.g. fp16)
         stores the floating-point weights in that type (loading casts them back)."""
         from .transformer_checkpoint import save_original_transformer
-        from .vae import save_vae_folder
+        from .vae_checkpoint import save_vae_folder
 
         folder = Path(folder)
         (folder / "transformer").mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,8 @@ from ..config import PRESETS, VAEConfig
 from ..devices import resolve_device
 from ..files import atomic_write
 from ..schedule import Schedule
-from ..vae import VideoVAE, load_vae_weights, save_vae_folder, vae_config_of
+from ..vae import VideoVAE
+from ..vae_checkpoint import load_vae_weights, save_vae_folder, vae_config_of
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
 from .perceptual import PerceptualLoss
 from .tokenizer_losses import (
