@@ -10,7 +10,8 @@ from infinitystar.block_runner import BlockRunner, InferenceOptions, attend_in_c
 from infinitystar.config import get_preset
 from infinitystar.generate import generate_latent
 from infinitystar.schedule import build_schedule
-from infinitystar.transformer import InfinityTransformer, sdpa
+from infinitystar.transformer import InfinityTransformer
+from infinitystar.transformer_layers import sdpa
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from safetensors.torch import load_file
 from infinitystar.config import TransformerConfig
 from infinitystar.rope import rope_cos_sin, text_rope
 from infinitystar.schedule import Schedule, schedule_from_original_config
-from infinitystar.transformer import InfinityTransformer, bit_loss, block_visibility
+from infinitystar.train.transformer_loss import bit_loss
+from infinitystar.transformer import InfinityTransformer
+from infinitystar.transformer_attention import block_visibility
 from infinitystar.transformer_checkpoint import load_original_transformer
 from parity_utils import Dump, assert_close_rel, assert_equal_int, dump_params, get_dump
 

@@ -53,7 +53,7 @@ def _setup():
 
 
 def _run(model, sched, codes, texts, labels, counters):
-    from infinitystar.transformer import bit_loss
+    from infinitystar.train.transformer_loss import bit_loss
 
     model.zero_grad(set_to_none=True)
     out = model(codes, texts, sched, counters, attn_impl="dense")

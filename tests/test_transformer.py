@@ -12,14 +12,10 @@ import torch.nn.functional as F
 from infinitystar.config import TransformerConfig
 from infinitystar.rope import text_rope
 from infinitystar.schedule import schedule_from_scales
-from infinitystar.transformer import (
-    InfinityTransformer,
-    bit_loss,
-    block_visibility,
-    pack_block_ids,
-    scale_loss_weights,
-    sdpa,
-)
+from infinitystar.train.transformer_loss import bit_loss, scale_loss_weights
+from infinitystar.transformer import InfinityTransformer
+from infinitystar.transformer_attention import block_visibility, pack_block_ids
+from infinitystar.transformer_layers import sdpa
 
 CFG = TransformerConfig(
     embed_dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128, block_chunks=1, text_channels=24
@@ -126,7 +122,7 @@ def test_block_residual_structure(model):
 
 
 def test_rmsnorm_computes_in_float32():
-    from infinitystar.transformer import RMSNorm
+    from infinitystar.transformer_layers import RMSNorm
 
     norm = RMSNorm(8).to(torch.bfloat16)
     x = torch.randn(3, 8).to(torch.bfloat16) * 100

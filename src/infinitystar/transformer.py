@@ -22,6 +22,10 @@ The text sees only itself. Two mechanisms implement it:
   scale, the K/V of its *last* repetition until its last user has run; each step attends to
   ``[text, refs, own]`` without any mask.
 
+The blocks are in :mod:`.transformer_layers`, the attention pattern and the KV cache in
+:mod:`.transformer_attention`, how inference runs a block in :mod:`.block_runner`, the weight
+formats in :mod:`.transformer_checkpoint`; the training loss lives with the trainer.
+
 Shapes: B batch, R rows of a generation (cond / uncond), N tokens, C width, H query heads,
 KV key/value heads, hd head width, L text tokens, S scales.
 """
@@ -30,8 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -40,285 +43,15 @@ import torch.nn.functional as F
 
 from .block_runner import BlockRunner, InferenceOptions, attend_in_chunks
 from .config import TransformerConfig
-from .rope import apply_rope, packed_visual_rope, text_rope, visual_rope
+from .rope import packed_visual_rope, text_rope, visual_rope
 from .schedule import Schedule, Step
-
-#: attend(q [B, H, n, hd], k [B, KV, m, hd], v [B, KV, m, hd]) -> [B, H, n, hd]
-AttendFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+from .transformer_attention import KVCache, _dense_attend, _flex_attend, _round_up, block_visibility, pack_block_ids
+from .transformer_layers import AttendFn, Block, RMSNorm, sdpa
 
 ATTN_IMPLS = ("auto", "dense", "flex")
 
 
-# --------------------------------------------------------------------------------------
-# Building blocks
-# --------------------------------------------------------------------------------------
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm computed in fp32 and cast back: bf16 residual streams keep an exact normaliser."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
-        return y.to(x.dtype)
-
-
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Scaled dot-product attention with native GQA (no repeated K/V copies), scale hd^-0.5.
-
-    Query head h uses key/value head ``h // (H / KV)``, as the original's ``repeat_kv`` does.
-    """
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, scale=q.shape[-1] ** -0.5, enable_gqa=q.shape[1] != k.shape[1]
-    )
-
-
-class Attention(nn.Module):
-    """GQA self-attention: bias-free projections, per-head q/k RMSNorm (shared over heads)
-    before RoPE. *Who* attends to whom is decided by the ``attend`` function it is handed."""
-
-    def __init__(self, cfg: TransformerConfig):
-        super().__init__()
-        c, hd = cfg.embed_dim, cfg.head_dim
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
-        self.q_proj = nn.Linear(c, cfg.num_heads * hd, bias=False)
-        self.k_proj = nn.Linear(c, cfg.num_kv_heads * hd, bias=False)
-        self.v_proj = nn.Linear(c, cfg.num_kv_heads * hd, bias=False)
-        self.o_proj = nn.Linear(cfg.num_heads * hd, c, bias=False)
-        self.q_norm = RMSNorm(hd, cfg.norm_eps)
-        self.k_norm = RMSNorm(hd, cfg.norm_eps)
-
-    def project(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q [B, H, n, hd], k / v [B, KV, n, hd]; q and k normalised then rotated."""
-        b, n, _ = x.shape
-        q = self.q_norm(self.q_proj(x).view(b, n, self.num_heads, self.head_dim))  # [B, n, H, hd]
-        k = self.k_norm(self.k_proj(x).view(b, n, self.num_kv_heads, self.head_dim))  # [B, n, KV, hd]
-        v = self.v_proj(x).view(b, n, self.num_kv_heads, self.head_dim)  # [B, n, KV, hd]
-        q = apply_rope(q.transpose(1, 2), cos, sin)  # [B, H, n, hd]
-        k = apply_rope(k.transpose(1, 2), cos, sin)  # [B, KV, n, hd]
-        return q, k, v.transpose(1, 2)  # v: [B, KV, n, hd]
-
-    def output(self, o: torch.Tensor) -> torch.Tensor:
-        """o_proj of the attention output ``o [B, H, n, hd]`` with its heads merged -> ``[B, n, C]``."""
-        b, _, n, _ = o.shape
-        return self.o_proj(o.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
-        return self.output(attend(*self.project(x, cos, sin)))
-
-
-class SwiGLU(nn.Module):
-    """``down(silu(gate(x)) * up(x))``, bias-free."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=False)
-        self.up_proj = nn.Linear(dim, hidden, bias=False)
-        self.down_proj = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class Block(nn.Module):
-    """Pre-norm residual block: ``h = x + attn(norm(x))``, ``y = h + mlp(norm(h))``."""
-
-    def __init__(self, cfg: TransformerConfig):
-        super().__init__()
-        self.attn_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
-        self.attn = Attention(cfg)
-        self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg.embed_dim, cfg.mlp_hidden)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
-        return self.mlp_residual(self.attn_residual(x, attend(*self.qkv(x, cos, sin))))
-
-    # The block cut at attention: the pieces around ``attend`` are pure tensor functions, so
-    # inference can compile them (dynamic shapes) and run them over token chunks (block_runner).
-    def qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """q [B, H, n, hd], k / v [B, KV, n, hd] of ``x [B, n, C]``."""
-        return self.attn.project(self.attn_norm(x), cos, sin)
-
-    def attn_residual(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-        """``x + o_proj(o)`` for the attention output ``o [B, H, n, hd]``."""
-        return x + self.attn.output(o)  # [B, n, C]
-
-    def mlp_residual(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.mlp(self.mlp_norm(h))
-
-
-# --------------------------------------------------------------------------------------
-# The attention pattern of a training pack
-# --------------------------------------------------------------------------------------
-
-
-def block_visibility(schedule: Schedule) -> torch.Tensor:
-    """Who attends to whom, per block of a training pack: bool ``[S + 2, S + 2]``.
-
-    Blocks ``0 .. S-1`` are the scales, ``S`` the text, ``S + 1`` the padding; entry ``[q, k]``
-    is True when block q attends to block k. A scale sees itself, the text and its
-    ``ref_scales``; the text sees itself; padding sees nothing and is seen by nothing. (The
-    original's ``querysid_refsid`` has the same layout plus one unused row / column.)
-    """
-    s = len(schedule.scales)
-    vis = torch.zeros(s + 2, s + 2, dtype=torch.bool)
-    for sc in schedule.scales:
-        vis[sc.index, sc.index] = True
-        vis[sc.index, s] = True
-        for r in sc.ref_scales:
-            vis[sc.index, r] = True
-    vis[s, s] = True
-    return vis
-
-
-def pack_block_ids(schedule: Schedule, text_lengths: Sequence[int], total: int) -> torch.Tensor:
-    """Block id of every position of the packed rows ``[visual | text_b | pad]``: int64 ``[B, total]``."""
-    s = len(schedule.scales)
-    visual = torch.repeat_interleave(torch.arange(s), torch.tensor([sc.num_tokens for sc in schedule.scales]))  # [Nvis]
-    rows = []
-    for length in text_lengths:
-        pad = total - visual.numel() - length
-        rows.append(torch.cat([visual, torch.full((length,), s), torch.full((pad,), s + 1)]))
-    return torch.stack(rows)  # [B, total]
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple if multiple > 1 else n
-
-
-def _dense_attend(block_ids: torch.Tensor, vis: torch.Tensor) -> AttendFn:
-    """Masked SDPA over the packed rows; exact (fp32 softmax over the allowed keys).
-
-    Padding rows would have no allowed key (NaN softmax, which would leak into every later
-    layer through 0 * NaN); they are allowed to see themselves only. Nothing sees them, and
-    their outputs are discarded, so this changes no visible result.
-    """
-    allowed = vis[block_ids[:, :, None], block_ids[:, None, :]]  # [B, T, T]
-    allowed |= torch.eye(block_ids.shape[1], dtype=torch.bool, device=block_ids.device)
-    mask = allowed[:, None]  # [B, 1, T, T], broadcast over heads
-    return lambda q, k, v: sdpa(q, k, v, mask)
-
-
-_COMPILED: dict[str, Callable] = {}
 _FLEX_FAILED = False  #: set when the automatic FlexAttention path failed once in this process
-
-
-def _compiled(name: str) -> Callable:
-    """``flex_attention`` / ``create_block_mask`` compiled once: eager flex attention is a slow
-    reference that materialises the scores, and an eager block mask evaluates all T x T pairs."""
-    if name not in _COMPILED:
-        from torch.nn.attention import flex_attention as fa
-
-        _COMPILED[name] = torch.compile(getattr(fa, name))  # goes dynamic after a new length
-    return _COMPILED[name]
-
-
-def _flex_attend(block_ids: torch.Tensor, vis: torch.Tensor, compiled: bool) -> AttendFn:
-    """FlexAttention with a block mask built from the pack's block ids (empty tiles are skipped).
-    ``compiled=False`` runs the eager reference implementation (CPU tests)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    b, t = block_ids.shape
-
-    def mask_mod(bi, hi, qi, ki):
-        return vis[block_ids[bi, qi], block_ids[bi, ki]]
-
-    make_mask = _compiled("create_block_mask") if compiled else create_block_mask
-    block_mask = make_mask(mask_mod, b, None, t, t, device=block_ids.device)
-    fn = _compiled("flex_attention") if compiled else flex_attention
-
-    def attend(q, k, v):
-        return fn(q, k, v, block_mask=block_mask, scale=q.shape[-1] ** -0.5, enable_gqa=q.shape[1] != k.shape[1])
-
-    return attend
-
-
-# --------------------------------------------------------------------------------------
-# KV cache for inference
-# --------------------------------------------------------------------------------------
-
-
-class KVCache:
-    """Keys and values of one generation (R rows), per layer.
-
-    Holds the text K/V once (never freed) and, for every scale that a later scale refers to,
-    the K/V of its **last** repetition (what the original caches), stored pre-concatenated
-    with the text as ``[text | scale]`` because that is exactly the context its users attend
-    to. A stored scale is freed as soon as its last user (``Schedule.last_user``) has run.
-    Keys are post-RoPE; both are ``[R, KV, n, hd]`` in the blocks' dtype.
-    """
-
-    def __init__(self, schedule: Schedule, rows: int, depth: int):
-        if rows < 1:
-            raise ValueError(f"batch_size must be >= 1, got {rows}")
-        self.schedule = schedule
-        self.rows = rows
-        self.depth = depth
-        self.text_k: list[torch.Tensor | None] = [None] * depth
-        self.text_v: list[torch.Tensor | None] = [None] * depth
-        self.text_length = 0
-        self.text_key_mask: torch.Tensor | None = None  #: [R, L] bool, None when every row is full
-        self.scales: dict[int, list[tuple[torch.Tensor, torch.Tensor] | None]] = {}
-
-    @property
-    def has_text(self) -> bool:
-        return self.text_k[0] is not None
-
-    def context(self, layer: int, refs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """K / V ``[R, KV, L + refs, hd]`` a scale with references ``refs`` attends to besides itself."""
-        if not refs:
-            return self.text_k[layer], self.text_v[layer]
-        missing = [r for r in refs if r not in self.scales]
-        if missing:
-            raise RuntimeError(
-                f"keys/values of scale(s) {missing} are not cached: run the last repetition of a "
-                "referenced scale before the scales that refer to it"
-            )
-        if len(refs) == 1:
-            return self.scales[refs[0]][layer]
-        n = self.text_length  # several references: text once, then each reference's own tokens
-        ks = [self.text_k[layer]] + [self.scales[r][layer][0][:, :, n:] for r in refs]
-        vs = [self.text_v[layer]] + [self.scales[r][layer][1][:, :, n:] for r in refs]
-        return torch.cat(ks, dim=2), torch.cat(vs, dim=2)
-
-    def key_mask(self, num_keys: int) -> torch.Tensor | None:
-        """Boolean mask ``[R, 1, 1, num_keys]`` hiding padded text keys (keys start with the text)."""
-        if self.text_key_mask is None:
-            return None
-        rest = torch.ones(self.rows, num_keys - self.text_length, dtype=torch.bool, device=self.text_key_mask.device)
-        return torch.cat([self.text_key_mask, rest], dim=1)[:, None, None, :]
-
-    def store(self, scale: int, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Keep ``[text | scale]`` K/V of a scale's last repetition for its later users."""
-        slots = self.scales.setdefault(scale, [None] * self.depth)
-        slots[layer] = (torch.cat([self.text_k[layer], k], dim=2), torch.cat([self.text_v[layer], v], dim=2))
-
-    def free_unused(self, current_scale: int, finished: bool) -> None:
-        """Drop stored scales that no remaining step needs: those whose last user comes before
-        ``current_scale`` and, once ``current_scale`` is ``finished`` (its last repetition ran),
-        those whose last user is ``current_scale``. Checking at the start of a step too keeps
-        this right when the generation loop skips steps."""
-        for r in list(self.scales):
-            last = self.schedule.last_user(r)
-            if last < current_scale or (finished and last <= current_scale and r != current_scale):
-                del self.scales[r]
-
-    def nbytes(self) -> int:
-        """Bytes held by cached keys and values."""
-        total = sum(t.numel() * t.element_size() for t in self.text_k + self.text_v if t is not None)
-        for slots in self.scales.values():
-            for kv in slots:
-                if kv is not None:
-                    total += sum(t.numel() * t.element_size() for t in kv)
-        return total
-
 
 # --------------------------------------------------------------------------------------
 # Outputs
@@ -331,14 +64,6 @@ class PackedLogits(NamedTuple):
     detail: torch.Tensor  #: [B, Nvis, 2 * detail_dim]
     semantic: torch.Tensor  #: [B, Nvis, 2 * semantic_dim]
 
-
-@dataclass
-class LossOutput:
-    loss: torch.Tensor  #: scalar, the scale-weighted loss
-    token_loss: torch.Tensor  #: [B, Nvis] mean over a token's bits of the 2-class cross-entropy
-    token_acc: torch.Tensor  #: [B, Nvis] fraction of a token's bits predicted right (argmax)
-    scale_loss: torch.Tensor  #: [B, S] mean token loss per scale
-    scale_weights: torch.Tensor  #: [S] weights of the scales (sum 1); loss = mean over samples
 
 
 # --------------------------------------------------------------------------------------
@@ -708,65 +433,3 @@ def _flex_available() -> bool:
     return True
 
 
-# --------------------------------------------------------------------------------------
-# Loss
-# --------------------------------------------------------------------------------------
-
-
-def scale_loss_weights(schedule: Schedule, reweight_by_scale: float = 4.0, max_reweight: float = 40.0) -> torch.Tensor:
-    """Per-scale loss weights ``[S]`` (sum 1): ``w_s = min(max_reweight, (V_max / V_s)^(1/(1+r))) * V_s``.
-
-    V_s = t*h*w of scale s, V_max that of the largest scale. ``r = 0`` turns the reweighting
-    off (the original's flag is falsy): ``w_s = V_s``, i.e. a plain mean over all tokens.
-    Small scales get more weight than their token count so that the coarse structure is learned.
-    """
-    vol = torch.tensor([float(sc.num_tokens) for sc in schedule.scales], dtype=torch.float64)
-    if reweight_by_scale:
-        per_token = (vol.max() / vol) ** (1.0 / (1.0 + reweight_by_scale))
-        w = torch.clamp(per_token, max=max_reweight) * vol
-    else:
-        w = vol
-    return (w / w.sum()).float()
-
-
-def bit_loss(
-    detail_logits: torch.Tensor,
-    semantic_logits: torch.Tensor,
-    labels: Sequence[torch.Tensor],
-    schedule: Schedule,
-    *,
-    reweight_by_scale: float = 4.0,
-    max_reweight: float = 40.0,
-) -> LossOutput:
-    """Per-bit 2-class cross-entropy with each scale's head, weighted per scale.
-
-    ``detail_logits [B, Nvis, 2*64]`` / ``semantic_logits [B, Nvis, 2*16]``: both heads on the
-    pack (:meth:`InfinityTransformer.forward`). ``labels``: per scale the bits of the chosen
-    repetition, anything that reshapes to ``[B, N_s, d_s]`` (e.g. ``[B, pt, ph, pw, d]``).
-    Token loss = mean over its d bits; scale loss = mean over its tokens; total = sum over
-    samples and scales of ``scale_weights`` x scale loss / B.
-    """
-    if len(labels) != len(schedule.scales):
-        raise ValueError(f"need labels for each of the {len(schedule.scales)} scales, got {len(labels)}")
-    b = detail_logits.shape[0]
-    token_loss, token_acc, scale_loss = [], [], []
-    start = 0
-    for sc, lab in zip(schedule.scales, labels):
-        d = schedule.bits(sc.index)
-        logits = (semantic_logits if sc.semantic else detail_logits)[:, start : start + sc.num_tokens]
-        if logits.shape[-1] != 2 * d:
-            raise ValueError(f"scale {sc.index} needs {2 * d} logits per token, got {logits.shape[-1]}")
-        logits = logits.float().unflatten(-1, (d, 2))  # [B, N, d, 2]: last axis = (bit 0, bit 1)
-        lab = lab.to(logits.device).long().reshape(b, sc.num_tokens, d)  # [B, N, d]
-        ce = F.cross_entropy(logits.permute(0, 3, 1, 2), lab, reduction="none")  # [B, N, d]
-        tl = ce.mean(-1)  # [B, N]
-        token_loss.append(tl)
-        token_acc.append((logits.argmax(-1) == lab).float().mean(-1))  # [B, N]
-        scale_loss.append(tl.mean(-1))  # [B]
-        start += sc.num_tokens
-    if start != detail_logits.shape[1]:
-        raise ValueError(f"logits have {detail_logits.shape[1]} tokens, the schedule packs {start}")
-    weights = scale_loss_weights(schedule, reweight_by_scale, max_reweight).to(detail_logits.device)
-    per_scale = torch.stack(scale_loss, dim=1)  # [B, S]
-    loss = (per_scale * weights).sum() / b
-    return LossOutput(loss, torch.cat(token_loss, 1), torch.cat(token_acc, 1), per_scale, weights)

@@ -37,7 +37,7 @@ from ..config import TransformerConfig
 from ..quantizer import SelfCorrection, encode_pyramid
 from ..schedule import Schedule, aspect_templates, build_schedule, nearest_template, schedule_from_scales
 from ..text_loading import make_text_encoder
-from ..transformer import InfinityTransformer, LossOutput, PackedLogits, bit_loss
+from ..transformer import InfinityTransformer, PackedLogits
 from ..transformer_checkpoint import is_model_folder, read_model_folder, save_model_folder
 from . import checkpointing as ckpt
 from .config import TrainConfig, template_scale_count
@@ -45,6 +45,7 @@ from .distributed import DistEnv, all_reduce_sum, apply_activation_checkpointing
 from .metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
 from .scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
 from .sequence_parallel import enable_sequence_parallel, sp_loss_scale
+from .transformer_loss import LossOutput, bit_loss
 
 AC_PREFIX = "_checkpoint_wrapped_module."
 
