@@ -11,7 +11,8 @@ import torch
 
 from infinitystar.builtin_text import EOS, VOCABULARY, BuiltinTextEncoder, tokenize
 from infinitystar.config import get_preset
-from infinitystar.text import TextEncoder, decorate_prompt, encode_negative_prompt
+from infinitystar.text import TextEncoder, encode_negative_prompt
+from infinitystar.text_prompts import decorate_prompt
 from infinitystar.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES, prompts
 
 PROMPT = "a red circle moving right on a black background"

@@ -12,18 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from infinitystar.text import (
-    DEFAULT_SYSTEM_PROMPT,
-    ORIGINAL_SUFFIX,
-    RELEASED_T5_SUBFOLDER,
-    PromptRewriter,
-    T5TextEncoder,
-    check_prompt,
-    decorate_prompt,
-    duration_tag,
-    encode_negative_prompt,
-    rewrite_or_keep,
-)
+from infinitystar.text import RELEASED_T5_SUBFOLDER, T5TextEncoder, encode_negative_prompt
+from infinitystar.text_prompts import ORIGINAL_SUFFIX, check_prompt, decorate_prompt, duration_tag
+from infinitystar.text_rewriter import DEFAULT_SYSTEM_PROMPT, PromptRewriter, rewrite_or_keep
 
 PROMPTS = [
     "a cat",

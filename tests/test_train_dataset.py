@@ -10,7 +10,8 @@ import torch
 
 from infinitystar.config import VAEConfig
 from infinitystar.media import write_video
-from infinitystar.text import TextEncoder, duration_tag
+from infinitystar.text import TextEncoder
+from infinitystar.text_prompts import duration_tag
 from infinitystar.train.captions import CaptionOptions
 from infinitystar.train.dataset import LatentDataset, MediaDataset, MediaSample, TrainSample
 from infinitystar.train.latent_cache import CacheError, extract_latents, read_index

@@ -82,7 +82,7 @@ def _temperatures(text: str | None) -> tuple[float, ...] | None:
 
 def _suffix(text: str | None) -> str | None:
     if text == ORIGINAL_SUFFIX_FLAG:
-        from .text import ORIGINAL_SUFFIX
+        from .text_prompts import ORIGINAL_SUFFIX
 
         return ORIGINAL_SUFFIX
     return text
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         pipe.set_progress_bar_config(disable=True)
     rewriter = None
     if args.rewrite_url:
-        from .text import PromptRewriter
+        from .text_rewriter import PromptRewriter
 
         rewriter = PromptRewriter(args.rewrite_url, os.environ.get("INFINITYSTAR_REWRITE_KEY"), args.rewrite_model)
     common = dict(
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prompt(text: str, rewriter, log) -> str:
-    from .text import rewrite_or_keep
+    from .text_rewriter import rewrite_or_keep
 
     if rewriter is None:
         return text

@@ -43,8 +43,9 @@ from .schedule import (
     nearest_template,
     parse_aspect_ratio,
 )
-from .text import TextEncoder, check_prompt, decorate_prompt
+from .text import TextEncoder
 from .text_loading import load_text_encoder
+from .text_prompts import check_prompt, decorate_prompt
 from .transformer import InfinityTransformer
 from .vae import VideoVAE
 

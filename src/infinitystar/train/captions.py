@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..text import duration_tag
+from ..text_prompts import duration_tag
 
 _SENTENCE_END = re.compile(r"\.+")
 
