@@ -37,7 +37,7 @@ from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.config import VAEConfig, get_preset
 from infinitystar.flops import generation_flops
 from infinitystar.pipeline import InfinityStarPipeline, PipelineConfig
-from infinitystar.schedule import RESOLUTIONS
+from infinitystar.sizes import RESOLUTIONS
 from infinitystar.text import TextEncoder
 from infinitystar.vae import VideoVAE
 

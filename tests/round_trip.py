@@ -8,7 +8,7 @@ import torch
 from infinitystar.metrics import psnr  # noqa: F401 - the one PSNR, re-exported for the pipeline tests
 from infinitystar.pipeline import InfinityStarPipeline
 from infinitystar.quantizer import decode_bits, encode_pyramid
-from infinitystar.schedule import latent_frames
+from infinitystar.sizes import latent_frames
 
 
 def round_trip(pipe: InfinityStarPipeline, frames: np.ndarray) -> np.ndarray:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from infinitystar.config import get_preset
 from infinitystar.memory import GIB, estimate_generation_memory, transformer_params
-from infinitystar.schedule import build_schedule, latent_frames
+from infinitystar.schedule import build_schedule
+from infinitystar.sizes import latent_frames
 from infinitystar.transformer import InfinityTransformer
 
 

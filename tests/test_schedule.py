@@ -1,14 +1,12 @@
 import pytest
 
-from infinitystar.schedule import (
+from infinitystar.schedule import build_schedule, rope_grid_ids, schedule_from_scales
+from infinitystar.sizes import (
     aspect_templates,
-    build_schedule,
     latent_frames,
     nearest_template,
     parse_aspect_ratio,
     pixel_size,
-    rope_grid_ids,
-    schedule_from_scales,
     spatial_scales,
     video_frames_for_duration,
 )

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from infinitystar.media import write_video
-from infinitystar.schedule import aspect_templates, nearest_template, pixel_size
+from infinitystar.sizes import aspect_templates, nearest_template, pixel_size
 from infinitystar.text_prompts import duration_tag
 from infinitystar.train.buckets import plan_batches, shard_items
 from infinitystar.train.captions import (

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .naming import default_filename, unique_path
-from .schedule import FPS
+from .sizes import FPS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import GenerationResult, InfinityStarPipeline

@@ -10,15 +10,8 @@ from . import __version__
 from .block_runner import InferenceOptions
 from .config import PRESETS, get_preset
 from .memory import estimate_generation_memory, transformer_params
-from .schedule import (
-    RESOLUTIONS,
-    SCHEDULE_SPECS,
-    build_schedule,
-    latent_frames,
-    parse_aspect_ratio,
-    pixel_size,
-    video_frames_for_duration,
-)
+from .schedule import SCHEDULE_SPECS, build_schedule
+from .sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
 
 
 def cmd_info(args: argparse.Namespace) -> int:

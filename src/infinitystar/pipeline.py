@@ -32,13 +32,12 @@ from .generate import SamplingOptions, StepRecord, generate_latent
 from .media import frames_to_uint8, write_video
 from .quantizer import encode_pyramid
 from .sampling import GUIDANCE_METHODS, Guidance
-from .schedule import (
+from .schedule import Schedule, build_schedule
+from .sizes import (
     FPS,
     PN_NUM_SCALES,
     RESOLUTIONS,
     TEMPORAL_COMPRESSION,
-    Schedule,
-    build_schedule,
     latent_frames,
     nearest_template,
     parse_aspect_ratio,

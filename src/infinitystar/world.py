@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .schedule import FPS
+from .sizes import FPS
 
 __all__ = [
     "ALL_COMBOS",

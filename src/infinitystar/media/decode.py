@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..schedule import FPS
+from ..sizes import FPS
 from .probe import (
     MediaError,
     MediaInfo,

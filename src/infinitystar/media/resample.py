@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..schedule import FPS
+from ..sizes import FPS
 
 
 def resample_indices(

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..schedule import FPS
+from ..sizes import FPS
 
 
 def write_video(path, frames: Tensor, *, fps: int = FPS, metadata: dict[str, str] | None = None) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TransformerConfig, get_preset
-from ..schedule import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
+from ..sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
 
 #: The original's ``video_var_len_prob`` for 480p ('[40,30,20,6,3,1,60,40,12,6,2]').
 ORIGINAL_VAR_LEN_PROBS: tuple[float, ...] = (40, 30, 20, 6, 3, 1, 60, 40, 12, 6, 2)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from ..media.probe import probe_media
-from ..schedule import FPS
+from ..sizes import FPS
 from .buckets import check_shard, plan_batches
 from .captions import CaptionOptions, caption_options, item_generator, training_caption
 from .latent_cache import CacheEntry, load_latent, load_text_features, read_index

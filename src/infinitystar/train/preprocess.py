@@ -26,7 +26,7 @@ from ..media.decode import decode_frames, decode_image
 from ..media.frames import to_unit_range
 from ..media.probe import MediaError, MediaInfo, probe_media
 from ..media.resample import cover_resize_crop, resample_indices
-from ..schedule import (
+from ..sizes import (
     FPS,
     PN_NUM_SCALES,
     RESOLUTIONS,

@@ -26,15 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..quantizer import LATENT_CHANNELS, bits_to_codes, quantize_bits, walk_pyramid
-from ..schedule import (
-    SCHEDULE_SPECS,
-    Schedule,
-    aspect_templates,
-    build_schedule,
-    nearest_template,
-    pyramid_schedule,
-    spatial_scales,
-)
+from ..schedule import SCHEDULE_SPECS, Schedule, build_schedule, pyramid_schedule
+from ..sizes import aspect_templates, nearest_template, spatial_scales
 
 __all__ = [
     "BSQLossConfig",

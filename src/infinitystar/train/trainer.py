@@ -35,7 +35,8 @@ import torch.nn as nn
 
 from ..config import TransformerConfig
 from ..quantizer import SelfCorrection, encode_pyramid
-from ..schedule import Schedule, aspect_templates, build_schedule, nearest_template, schedule_from_scales
+from ..schedule import Schedule, build_schedule, schedule_from_scales
+from ..sizes import aspect_templates, nearest_template
 from ..text_loading import make_text_encoder
 from ..transformer import InfinityTransformer, PackedLogits
 from ..transformer_checkpoint import is_model_folder, read_model_folder, save_model_folder
