@@ -36,7 +36,8 @@ from _common import Clock, PeakMemory, materialise, matmul_rate, random_transfor
 from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.config import VAEConfig, get_preset
 from infinitystar.flops import generation_flops
-from infinitystar.pipeline import InfinityStarPipeline, PipelineConfig
+from infinitystar.gen_plan import PipelineConfig
+from infinitystar.pipeline import InfinityStarPipeline
 from infinitystar.sizes import RESOLUTIONS
 from infinitystar.text import TextEncoder
 from infinitystar.vae import VideoVAE

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from infinitystar.config import TransformerConfig, VAEConfig
-from infinitystar.pipeline import PipelineConfig
+from infinitystar.gen_plan import PipelineConfig
 from infinitystar.transformer import InfinityTransformer
 from infinitystar.transformer_checkpoint import save_original_transformer
 from infinitystar.vae import VideoVAE

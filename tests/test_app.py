@@ -277,7 +277,7 @@ def test_launch_options_bind_localhost_and_cap_uploads(tmp_path):
 
 def test_serve_without_a_builtin_model_exits_with_the_pipelines_message(tmp_path, monkeypatch, capsys):
     _require_gradio()
-    import infinitystar.pipeline as pipeline_module
+    import infinitystar.gen_layouts as pipeline_module
     from infinitystar.cli import main
 
     monkeypatch.setattr(pipeline_module, "BUILTIN_MODEL_DIR", tmp_path / "no_model_here")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from infinitystar.pipeline import BUILTIN_MODEL_DIR, MODEL_INDEX
+from infinitystar.gen_layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
 
 pytestmark = pytest.mark.slow  # a server start (~10 s on 2 cores) and a browser; each generation is < 1 s
 

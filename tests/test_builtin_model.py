@@ -12,8 +12,9 @@ import pytest
 
 from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.cli import main
+from infinitystar.gen_layouts import BUILTIN_MODEL_DIR
 from infinitystar.media import read_video
-from infinitystar.pipeline import BUILTIN_MODEL_DIR, InfinityStarPipeline
+from infinitystar.pipeline import InfinityStarPipeline
 
 PROMPT = "a red circle moving right on a black background"
 

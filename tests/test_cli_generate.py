@@ -114,7 +114,7 @@ def test_bad_arguments_exit_2_with_one_message(model_dir, tmp_path, capsys):
 
 
 def test_without_checkpoint_the_missing_builtin_model_is_explained(monkeypatch, tmp_path, capsys):
-    import infinitystar.pipeline as pl
+    import infinitystar.gen_layouts as pl
 
     monkeypatch.setattr(pl, "BUILTIN_MODEL_DIR", tmp_path / "none")
     assert main(["generate", "a red circle moving right on a black background"]) == 2

@@ -355,7 +355,7 @@ def test_a_failed_item_is_reported_and_the_rest_scored(model_dir, tmp_path, caps
 
 
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, monkeypatch):
-    import infinitystar.pipeline as pl
+    import infinitystar.gen_layouts as pl
 
     cases = [
         (["--prompts", tmp_path / "none.jsonl", "--out-dir", tmp_path / "o"], "prompt file not found"),

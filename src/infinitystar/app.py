@@ -32,7 +32,8 @@ from .naming import default_filename, unique_path
 from .sizes import FPS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import GenerationResult, InfinityStarPipeline
+    from .gen_output import GenerationResult
+    from .pipeline import InfinityStarPipeline
 
 #: the four modes, in the order of the page's tabs
 MODES: tuple[str, ...] = ("text-to-video", "text-to-image", "image-to-video", "continuation")

@@ -51,7 +51,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "\nmeasurement; 'offloaded' keeps T5 on the CPU."
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
-    from .pipeline import BUILTIN_MODEL_DIR, MODEL_INDEX
+    from .gen_layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
 
     if (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
         size = sum(f.stat().st_size for f in BUILTIN_MODEL_DIR.rglob("*") if f.is_file())

@@ -49,7 +49,8 @@ def transformer_of_checkpoint(folder: str | Path):
 
 def run(args: argparse.Namespace) -> int:
     from .devices import parse_dtype
-    from .pipeline import InfinityStarPipeline, PipelineConfig
+    from .gen_plan import PipelineConfig
+    from .pipeline import InfinityStarPipeline
     from .text_loading import make_text_encoder
     from .train.checkpointing import is_checkpoint_folder
     from .transformer_checkpoint import is_model_folder, load_model_folder

@@ -1,372 +1,44 @@
 """The user-facing pipeline: load a model once, then generate images and videos from prompts.
 
-Every mode is the same loop over *windows* (see :func:`plan_windows`): a window is one run of
-the scale-by-scale generation over the model's trained length, optionally teacher-forced with
-the bits of frames that already exist. Text-to-image and text-to-video are one window without
-context; image-to-video forces the image pyramid with the encoded image; video continuation
-forces whole clips of the given video; a long video is window after window, each forced with
-the tail of the video so far. Nothing here re-implements the model: it composes the VAE, the
-quantizer, :func:`~infinitystar.generate.generate_latent` and the text encoder.
+A shell over the pieces: :mod:`.gen_layouts` reads and writes model folders, :mod:`.gen_plan` checks a call and
+cuts it into windows, :mod:`.gen_inputs` brings images and videos to the model's size, and the scale-by-scale loop
+itself is :func:`~infinitystar.generate.generate_latent`. Nothing here re-implements the model: it composes the
+VAE, the quantizer, the loop and the text encoder.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
-import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .checkpoints import CheckpointError
-from .config import TransformerConfig, VAEConfig, _check_fields
 from .devices import parse_dtype, resolve_device
-from .files import read_json, write_json
-from .generate import SamplingOptions, StepRecord, generate_latent
-from .media import frames_to_uint8, write_video
-from .quantizer import encode_pyramid
-from .sampling import GUIDANCE_METHODS, Guidance
-from .schedule import Schedule, build_schedule
-from .sizes import (
-    FPS,
-    PN_NUM_SCALES,
-    RESOLUTIONS,
-    TEMPORAL_COMPRESSION,
-    latent_frames,
-    nearest_template,
-    parse_aspect_ratio,
+from .gen_inputs import load_image_input, load_video_input
+from .gen_layouts import Components, load_components, model_folder, save_own_layout
+from .gen_output import GenerationResult
+from .gen_plan import (
+    PipelineConfig,
+    Request,
+    Window,
+    check_continuation,
+    plan_request,
+    plan_windows,
+    sampling_options,
+    window_prompts,
 )
+from .generate import SamplingOptions, StepRecord, generate_latent
+from .media import frames_to_uint8
+from .quantizer import encode_pyramid
+from .schedule import Schedule, build_schedule
+from .sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
 from .text import TextEncoder
-from .text_loading import load_text_encoder
-from .text_prompts import check_prompt, decorate_prompt
+from .text_prompts import check_prompt
 from .transformer import InfinityTransformer
 from .vae import VideoVAE
-
-#: where the built-in default model lives inside the package (trained by the project)
-BUILTIN_MODEL_DIR = Path(__file__).parent / "assets" / "default"
-#: our own saved layout: this file at the root, one sub-folder per component
-MODEL_INDEX = "model_index.json"
-#: the released layout (FoundationVision/InfinityStar on the Hugging Face hub)
-RELEASED_WEIGHTS = {"720p": "infinitystar_8b_720p_weights", "480p": "infinitystar_8b_480p_weights"}
-RELEASED_VAE = "infinitystar_videovae.pth"
-RELEASED_T5 = "text_encoder/flan-t5-xl-official"
-OUTPUT_TYPES = ("np", "pt", "latent")
-
-
-class BuiltinModelMissing(FileNotFoundError):
-    """Raised when no checkpoint is given and the package ships no built-in model."""
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration: what a model was trained for and how it samples by default
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Generation settings that belong to a model (saved in ``model_index.json``).
-
-    ``resolution``: the pixel budget the model was trained at ('480p', '720p' or a budget name
-    such as '0.016M'); the aspect-ratio templates give the sizes. ``frames_per_clip``: latent
-    frames of one video clip (20 = 5 s for the released models). ``max_duration``: the longest
-    video (whole seconds) one window covers; longer videos are generated window after window.
-    The rest are sampling defaults a call can override.
-    """
-
-    resolution: str = "480p"
-    max_duration: int = 5
-    default_duration: int = 5
-    frames_per_clip: int = 20
-    image_repetition: tuple[int, ...] | None = None
-    video_repetition: tuple[int, ...] | None = None
-    detail_scale_min_tokens: int | None = None
-    aspect_ratio: str = "16:9"
-    guidance: str = "apg"
-    guidance_scale: float = 34.0
-    apg_norm_threshold: float = 0.05
-    tau_image: float = 1.0
-    tau_video: float = 0.4
-    prompt_suffix: str | None = None
-    #: encode references by sampling the VAE posterior (the original) rather than its mean
-    sample_posterior: bool = True
-
-    def __post_init__(self) -> None:
-        accepted = sorted(RESOLUTIONS) + sorted(PN_NUM_SCALES)
-        if self.resolution not in accepted:
-            raise ValueError(f"unknown resolution {self.resolution!r}; accepted: {', '.join(accepted)}")
-        if self.guidance not in GUIDANCE_METHODS:
-            raise ValueError(f"unknown guidance {self.guidance!r}; accepted: {', '.join(GUIDANCE_METHODS)}")
-        if self.frames_per_clip < 1 or self.max_duration < 1 or self.default_duration < 0:
-            raise ValueError("frames_per_clip and max_duration must be >= 1, default_duration >= 0")
-        if (FPS * self.max_duration) % (TEMPORAL_COMPRESSION * self.frames_per_clip):
-            raise ValueError(
-                f"max_duration {self.max_duration} s must be a whole number of clips of "
-                f"{self.frames_per_clip} latent frames ({self.clip_seconds:g} s each)"
-            )
-        for name in ("image_repetition", "video_repetition"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(int(v) for v in value))
-
-    @property
-    def clip_seconds(self) -> float:
-        return TEMPORAL_COMPRESSION * self.frames_per_clip / FPS
-
-    @property
-    def max_frames(self) -> int:
-        """Video frames of one full window: 16 * max_duration + 1."""
-        return FPS * self.max_duration + 1
-
-    @property
-    def clips_per_window(self) -> int:
-        return FPS * self.max_duration // (TEMPORAL_COMPRESSION * self.frames_per_clip)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> PipelineConfig:
-        _check_fields(cls, d)
-        return cls(**d)
-
-
-#: the released models: the 480p one was trained up to 10 s, the 720p one up to 5 s
-RELEASED_CONFIGS: dict[str, PipelineConfig] = {
-    "480p": PipelineConfig("480p", max_duration=10),
-    "720p": PipelineConfig("720p", max_duration=5),
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Planning: durations and windows (pure functions)
-# --------------------------------------------------------------------------------------------
-
-
-def resolve_duration(duration: float | None, config: PipelineConfig) -> int:
-    """Whole seconds to generate (0 = an image); snaps other values with a warning.
-
-    The model was trained on whole seconds (the ``<<<t=Ns>>>`` tag), so 4.6 s becomes 5 s.
-    Durations beyond ``config.max_duration`` are allowed: they are generated window by window.
-    """
-    if duration is None:
-        return config.default_duration
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)):
-        raise TypeError(f"duration must be a number of seconds (0 for an image), got {type(duration).__name__}")
-    if not math.isfinite(duration) or duration < 0:
-        raise ValueError(f"duration must be 0 (an image) or a positive number of seconds, got {duration!r}")
-    if duration == 0:
-        return 0
-    seconds = max(1, round(duration))
-    if seconds != duration:
-        warnings.warn(f"duration {duration} s snapped to {seconds} s (the model works in whole seconds)", stacklevel=3)
-    limit = 60 * 60
-    if seconds > limit:
-        raise ValueError(f"duration {seconds} s is longer than the {limit} s this pipeline accepts")
-    return seconds
-
-
-@dataclass(frozen=True)
-class Window:
-    """One generation run: ``context_frames`` existing frames are teacher-forced (0 = none),
-    ``new_frames`` frames are generated after them."""
-
-    context_frames: int
-    new_frames: int
-
-    @property
-    def frames(self) -> int:
-        return self.context_frames + self.new_frames
-
-
-def plan_windows(given_frames: int, target_frames: int, config: PipelineConfig) -> list[Window]:
-    """Cut a generation of ``target_frames`` frames, of which ``given_frames`` exist, into windows.
-
-    A window never exceeds the trained length (``config.max_frames``). Its context is the last
-    ``1 + whole clips`` frames that exist: the first of them is encoded as an image (the causal
-    VAE encodes a first frame alone) and the rest as whole clips, which is how the model saw
-    videos in training; at most ``clips_per_window - 1`` clips, so that at least one clip is new.
-    """
-    clip = TEMPORAL_COMPRESSION * config.frames_per_clip  # video frames of one clip
-    for name, n in (("given_frames", given_frames), ("target_frames", target_frames)):
-        if n < 0 or (n > 0 and (n - 1) % TEMPORAL_COMPRESSION):
-            raise ValueError(f"{name} must be 0 or 1 + 4k, got {n}")
-    if target_frames <= given_frames:
-        raise ValueError(f"nothing to generate: {given_frames} frames given, {target_frames} asked for")
-    windows, n = [], given_frames
-    while n < target_frames:
-        if n == 0:
-            w = Window(0, min(target_frames, config.max_frames))
-        else:
-            clips = min(config.clips_per_window - 1, (n - 1) // clip)
-            context = 1 + clip * clips
-            w = Window(context, min(target_frames - n, config.max_frames - context))
-        windows.append(w)
-        n += w.new_frames
-    return windows
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------
-
-
-def _as_pil_frames(frames: np.ndarray) -> list:
-    from PIL import Image
-
-    return [Image.fromarray(f) for f in frames]
-
-
-def _array_frames(x: Any, what: str) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` from an array or tensor given as uint8 ``[..., H, W, 3]`` or float
-    ``[3, ..., H, W]`` in [-1, 1]."""
-    if isinstance(x, torch.Tensor):
-        if x.is_floating_point():
-            if x.shape[0] != 3:
-                raise ValueError(f"a float {what} tensor must be [3, (T,) H, W] in [-1, 1], got {tuple(x.shape)}")
-            if not torch.isfinite(x).all():
-                raise ValueError(f"the {what} tensor contains NaN or infinite values")
-            x = ((x.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            x = x.movedim(0, -1)  # [3, (T,) H, W] -> [(T,) H, W, 3]
-        x = x.cpu().numpy()
-    x = np.asarray(x)
-    if x.dtype != np.uint8 or x.shape[-1] != 3 or x.ndim not in (3, 4):
-        raise ValueError(
-            f"{what} must be a file path, a PIL image, uint8 [(T,) H, W, 3] or float [3, (T,) H, W] in [-1, 1]; "
-            f"got {x.dtype} {x.shape}"
-        )
-    return x if x.ndim == 4 else x[None]
-
-
-def _frames_to_unit(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> float ``[3, T, H, W]`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1).permute(3, 0, 1, 2)
-
-
-def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from .media import cover_resize_crop
-
-    if frames.shape[1:3] == size:
-        return frames
-    return np.stack([np.asarray(cover_resize_crop(im, *size)) for im in _as_pil_frames(frames)])
-
-
-def _input_aspect(x: Any, what: str) -> float:
-    """h / w of an image or video input without decoding more than needed."""
-    if isinstance(x, (str, Path)):
-        from .media.probe import probe_media
-
-        info = probe_media(x, what, require_fps=False)  # the header only; MediaError (a ValueError) if unreadable
-        return info.height / info.width
-    if hasattr(x, "size") and hasattr(x, "convert"):  # PIL image
-        w, h = x.size
-        return h / w
-    arr = _array_frames(x, what)
-    return arr.shape[1] / arr.shape[2]
-
-
-def load_image_input(image: Any, size: tuple[int, int]) -> torch.Tensor:
-    """An image (path, PIL image, array or tensor) as ``[3, 1, H, W]`` in [-1, 1] at ``size``."""
-    from .media import cover_resize_crop, read_image
-
-    if isinstance(image, (str, Path)):
-        return read_image(image, size=size)[:, None]
-    if hasattr(image, "size") and hasattr(image, "convert"):
-        arr = np.asarray(cover_resize_crop(image.convert("RGB"), *size))[None]
-    else:
-        arr = _array_frames(image, "image")
-        if arr.shape[0] != 1:
-            raise ValueError(f"image must be one frame, got {arr.shape[0]}; pass several frames as video=")
-        arr = _resize_frames(arr, size)
-    return _frames_to_unit(arr)
-
-
-def load_video_input(video: Any, size: tuple[int, int]) -> torch.Tensor:
-    """A video (path, or frames at 16 fps as an array or tensor) as ``[3, T, H, W]`` in [-1, 1],
-    T = 1 + 4k (a video file is resampled to 16 fps and trimmed to the longest such count)."""
-    from .media import read_video
-
-    if isinstance(video, (str, Path)):
-        return read_video(video, size=size)
-    arr = _array_frames(video, "video")
-    keep = 1 + TEMPORAL_COMPRESSION * ((arr.shape[0] - 1) // TEMPORAL_COMPRESSION)
-    return _frames_to_unit(_resize_frames(arr[:keep], size))
-
-
-# --------------------------------------------------------------------------------------------
-# Result
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class GenerationResult:
-    """What a pipeline call returns.
-
-    ``frames``: uint8 ``[T, H, W, 3]`` (numpy for ``output_type='np'``, a tensor for 'pt', None
-    for 'latent'); ``seed``: the seed that reproduces it; ``latents``: the generated latent of
-    each window ``[1, 64, t, h, w]``; ``timings``: seconds per phase.
-    """
-
-    frames: np.ndarray | torch.Tensor | None
-    seed: int
-    prompt: str
-    mode: str
-    fps: int = FPS
-    latents: list[torch.Tensor] = field(default_factory=list)
-    prompts_used: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def is_image(self) -> bool:
-        return self.frames is not None and len(self.frames) == 1
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``.mp4`` / ``.gif`` (a video) or ``.png`` (an image), prompt and seed in its metadata."""
-        if self.frames is None:
-            raise ValueError("this result holds latents only (output_type='latent'); nothing to save as media")
-        frames = torch.as_tensor(np.asarray(self.frames))
-        meta = {"comment": f"seed={self.seed}; prompt={self.prompt}", "title": self.prompt, "seed": str(self.seed)}
-        return write_video(path, frames, fps=self.fps, metadata=meta)
-
-
-# --------------------------------------------------------------------------------------------
-# Loading helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _released_root(path: Path, resolution: str | None) -> tuple[Path, Path, str]:
-    """(root, weights folder, resolution) of a released layout, or raise if ``path`` is not one."""
-    if (path / "model.safetensors.index.json").is_file() and path.name in RELEASED_WEIGHTS.values():
-        res = next(r for r, n in RELEASED_WEIGHTS.items() if n == path.name)
-        if resolution is not None and resolution != res:
-            raise ValueError(f"{path} holds the {res} model, but resolution={resolution!r} was asked for")
-        return path.parent, path, res
-    present = {r: path / n for r, n in RELEASED_WEIGHTS.items() if (path / n).is_dir()}
-    if not present:
-        raise FileNotFoundError("no released weights folder")
-    if resolution is None:
-        resolution = "720p" if "720p" in present else "480p"
-    if resolution not in present:
-        have = ", ".join(f"{r} ({p.name})" for r, p in present.items())
-        raise ValueError(f"{path} has no {RELEASED_WEIGHTS.get(resolution, resolution)} folder; it has: {have}")
-    return path, present[resolution], resolution
-
-
-def _describe_layouts() -> str:
-    return (
-        f"a folder with {MODEL_INDEX} (our layout: transformer/, vae/, text_encoder/), or the released layout "
-        f"({' or '.join(RELEASED_WEIGHTS.values())}/ + {RELEASED_VAE} + {RELEASED_T5}/)"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The pipeline
-# --------------------------------------------------------------------------------------------
 
 
 class InfinityStarPipeline:
@@ -426,82 +98,15 @@ class InfinityStarPipeline:
         """
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
-        if path is None:
-            if not (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
-                raise BuiltinModelMissing(
-                    "this installation has no built-in default model yet (it is being trained by the project; "
-                    f"see the README). Pass a checkpoint folder instead: {_describe_layouts()}"
-                )
-            path = BUILTIN_MODEL_DIR
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint folder not found: {path}; expected {_describe_layouts()}")
-        if (path / MODEL_INDEX).is_file():
-            return cls._from_own_layout(path, device, dtype, resolution, offload_text_encoder, config)
-        try:
-            root, weights, res = _released_root(path, resolution)
-        except FileNotFoundError:
-            raise CheckpointError(f"{path} is not a model folder; expected {_describe_layouts()}") from None
-        return cls._from_released(root, weights, res, device, dtype, offload_text_encoder, config)
-
-    @classmethod
-    def _from_released(cls, root, weights, resolution, device, dtype, offload, config) -> InfinityStarPipeline:
-        from .transformer_checkpoint import infer_transformer_config, load_original_transformer
-
-        vae_path, t5_path = root / RELEASED_VAE, root / RELEASED_T5
-        for p, what in ((vae_path, "VAE checkpoint"), (t5_path, "text encoder folder")):
-            if not p.exists():
-                raise CheckpointError(f"released layout at {root}: {what} {p.name} is missing ({p})")
-        cfg = infer_transformer_config(weights)
-        transformer = load_original_transformer(weights, cfg, device, dtype, outer_dtype=torch.float32)
-        vae = VideoVAE.from_original_checkpoint(vae_path, device=device).to(dtype=_vae_dtype(dtype))
-        text_encoder = load_text_encoder(t5_path, device)
-        return cls(transformer, vae, text_encoder, config or RELEASED_CONFIGS[resolution], offload_text_encoder=offload)
-
-    @classmethod
-    def _from_own_layout(cls, root, device, dtype, resolution, offload, config) -> InfinityStarPipeline:
-        from .transformer_checkpoint import load_original_transformer
-
-        index = _read_json(root / MODEL_INDEX)
-        if index.get("format") != "infinitystar":
-            raise CheckpointError(f"{root / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
-        pipe_cfg = config or PipelineConfig.from_dict(index.get("pipeline", {}))
-        if resolution is not None and resolution != pipe_cfg.resolution:
-            raise ValueError(f"{root} holds a {pipe_cfg.resolution} model, but resolution={resolution!r} was asked for")
-        t_cfg = TransformerConfig.from_dict(_read_json(root / "transformer" / "config.json"))
-        transformer = load_original_transformer(root / "transformer", t_cfg, device, dtype, outer_dtype=torch.float32)
-        v_cfg = VAEConfig.from_dict(_read_json(root / "vae" / "config.json"))
-        vae = VideoVAE.from_original_checkpoint(root / "vae" / "model.safetensors", v_cfg, device=device)
-        text_encoder = load_text_encoder(root / "text_encoder", device)
-        return cls(transformer, vae.to(dtype=_vae_dtype(dtype)), text_encoder, pipe_cfg, offload_text_encoder=offload)
+        parts = load_components(model_folder(path), device, dtype, resolution, config)
+        return cls(
+            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=offload_text_encoder
+        )
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-        """Write our layout: ``model_index.json``, ``transformer/`` and ``vae/`` (safetensors with
-        the original key names + ``config.json``) and ``text_encoder/``. ``dtype`` (e.g. fp16)
-        stores the floating-point weights in that type (loading casts them back)."""
-        from .transformer_checkpoint import save_original_transformer
-        from .vae_checkpoint import save_vae_folder
-
-        folder = Path(folder)
-        (folder / "transformer").mkdir(parents=True, exist_ok=True)
-        save_original_transformer(self.transformer, folder / "transformer", dtype=dtype)
-        write_json(folder / "transformer" / "config.json", self.transformer.cfg.to_dict())
-        save_vae_folder(self.vae, folder / "vae", dtype=dtype, metadata={"format": "pt"})
-        self._save_text_encoder(folder / "text_encoder")
-        index = {"format": "infinitystar", "version": 1, "pipeline": self.config.to_dict()}
-        write_json(folder / MODEL_INDEX, index)
-        return folder
-
-    def _save_text_encoder(self, folder: Path) -> None:
-        enc = self.text_encoder
-        if hasattr(enc, "save_pretrained"):
-            enc.save_pretrained(folder)
-        elif getattr(enc, "path", None) is not None:  # T5: copy its local folder as it is
-            if folder.exists():
-                shutil.rmtree(folder)
-            shutil.copytree(enc.path, folder)
-        else:
-            raise TypeError(f"cannot save a {type(enc).__name__}: it has neither save_pretrained nor a source folder")
+        """Write our layout (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``); ``dtype`` (e.g.
+        fp16) stores the floating-point weights in that type (loading casts them back)."""
+        return save_own_layout(Components(self.transformer, self.vae, self.text_encoder, self.config), folder, dtype)
 
     def to(self, device: str | torch.device) -> InfinityStarPipeline:
         self.transformer.to(device)
@@ -573,82 +178,78 @@ class InfinityStarPipeline:
         ``temperatures``: (image pyramid, video clips) or one value per scale.
         ``callback(done, total, record)`` runs after every scale step.
         """
-        timings: dict[str, float] = {}
         t_start = time.perf_counter()
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts:
-            raise ValueError("prompt is empty: give a prompt (or a list of prompts, one per window)")
-        prompts = [check_prompt(p) for p in prompts]
-        if image is not None and video is not None:
-            raise ValueError("give image= (image-to-video) or video= (continuation), not both")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"unknown output_type {output_type!r}; accepted: {', '.join(OUTPUT_TYPES)}")
-        cfg = self.config
-        if resolution is not None and resolution != cfg.resolution:
-            raise ValueError(
-                f"this model generates {cfg.resolution}; resolution={resolution!r} needs other weights "
-                f"(load them with from_pretrained(..., resolution={resolution!r}))"
-            )
-        seconds = resolve_duration(duration, cfg)
-        if seconds == 0 and (image is not None or video is not None):
-            raise ValueError("duration=0 asks for an image; with image= or video= give a video duration (>= 1 s)")
-        options = self._sampling_options(guidance, guidance_scale, temperatures, sampler)
+        req = plan_request(
+            self.config,
+            prompts,
+            image=image,
+            video=video,
+            duration=duration,
+            resolution=resolution,
+            aspect_ratio=aspect_ratio,
+            output_type=output_type,
+        )
+        options = sampling_options(self.config, guidance, guidance_scale, temperatures, sampler)
+        known = self._load_input(image, video, req)
+        windows = plan_windows(0 if known is None else known.shape[1], req.target_frames, self.config)
+        timings = {"prepare": time.perf_counter() - t_start}
+        seed, generator = self._seeded(seed, generator)
+        used = window_prompts(self.config, req.prompts, windows, prompt_suffix)
+        texts = self._encode_window_prompts(used, timings)
+        negative = self._encode_negative(negative_prompt, options, timings)
+        frames, latents = self._run_windows(
+            req, windows, known, texts, negative, options, generator, exact_forcing, callback, progress, timings
+        )
+        if frames is not None:
+            uint8 = frames_to_uint8(frames[None])[0]  # [T, H, W, 3]
+            frames = uint8.numpy() if output_type == "np" else uint8
+        timings["total"] = time.perf_counter() - t_start
+        return GenerationResult(frames, seed, req.prompts[0], req.mode, FPS, latents, used, timings)
 
-        given = image if image is not None else video
-        if aspect_ratio is None:
-            h_div_w = _input_aspect(given, "image" if image is not None else "video") if given is not None else None
-            h_div_w = h_div_w if h_div_w is not None else parse_aspect_ratio(cfg.aspect_ratio)
-        else:
-            h_div_w = parse_aspect_ratio(aspect_ratio)
-        h_div_w = nearest_template(h_div_w)
-        size = self.pixel_size(h_div_w)
+    # ---- pieces of a call ----------------------------------------------------------------------
 
-        target = FPS * seconds + 1
+    def _load_input(self, image: Any, video: Any, req: Request) -> torch.Tensor | None:
+        """The given frames at the model's size, float ``[3, N, H, W]`` in [-1, 1] on the CPU, or None."""
+        size = self.pixel_size(req.h_div_w)
         if image is not None:
-            known, mode = load_image_input(image, size), "image-to-video"
-        elif video is not None:
-            known, mode = load_video_input(video, size), "continuation"
-            self._check_continuation_input(known.shape[1], target)
-        else:
-            known, mode = None, "text-to-image" if seconds == 0 else "text-to-video"
-        if mode == "text-to-video" and seconds > cfg.max_duration:
-            mode = "long video"
-        windows = plan_windows(0 if known is None else known.shape[1], target, cfg)
-        timings["prepare"] = time.perf_counter() - t_start
+            return load_image_input(image, size)
+        if video is not None:
+            known = load_video_input(video, size)
+            check_continuation(self.config, known.shape[1], req.target_frames)
+            return known
+        return None
 
+    def _seeded(self, seed: int | None, generator: torch.Generator | None) -> tuple[int, torch.Generator]:
+        """The seed and generator of a call: the generator given, else one seeded with ``seed`` (random if None)."""
         if generator is None:
             seed = secrets.randbits(31) if seed is None else int(seed)
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        elif seed is None:
-            seed = int(generator.initial_seed())
+            return seed, torch.Generator(device=self.device).manual_seed(seed)
+        return (int(generator.initial_seed()) if seed is None else seed), generator
 
-        texts, used = self._encode_prompts(prompts, windows, prompt_suffix, timings)
-        negative = self._encode_negative(negative_prompt, options, timings)
-        schedules = [self.schedule(h_div_w, latent_frames(w.frames)) for w in windows]
-        total = sum(s.num_steps for s in schedules)
-
+    def _run_windows(
+        self, req, windows, known, texts, negative, options, generator, exact_forcing, callback, progress, timings
+    ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Generate window after window; returns the frames so far (None for latents only) and each latent."""
         from tqdm.auto import tqdm
 
-        bar_cfg = {"disable": not progress, "unit": "step", "desc": mode, **self.progress_bar_config}
-        frames_so_far = known  # float [3, N, H, W] in [-1, 1] on the CPU, or None
+        schedules = [self.schedule(req.h_div_w, latent_frames(w.frames)) for w in windows]
+        total = sum(s.num_steps for s in schedules)
+        bar_cfg = {"disable": not progress, "unit": "step", "desc": req.mode, **self.progress_bar_config}
+        frames = known  # float [3, N, H, W] in [-1, 1] on the CPU, or None
         latents: list[torch.Tensor] = []
         done = 0
         with tqdm(total=total, **bar_cfg) as bar:
+
+            def on_step(record: StepRecord) -> None:
+                nonlocal done
+                done += 1
+                bar.update(1)
+                if callback is not None:
+                    callback(done, total, record)
+
             for i, (w, sched) in enumerate(zip(windows, schedules)):
-
-                def on_step(record: StepRecord) -> None:
-                    nonlocal done
-                    done += 1
-                    bar.update(1)
-                    if callback is not None:
-                        callback(done, total, record)
-
-                forced = None
-                if w.context_frames:
-                    t0 = time.perf_counter()
-                    context = frames_so_far[:, frames_so_far.shape[1] - w.context_frames :]
-                    forced = self._forced_bits(context, sched, generator)
-                    timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t0
+                forced = self._timed(timings, "encode", self._context_bits, frames, w, sched, generator)
                 t0 = time.perf_counter()
                 out = generate_latent(
                     self.transformer,
@@ -663,67 +264,30 @@ class InfinityStarPipeline:
                 )
                 timings["transformer"] = timings.get("transformer", 0.0) + time.perf_counter() - t0
                 latents.append(out.latent)
-                if output_type == "latent" and len(windows) == 1:
-                    break
-                t0 = time.perf_counter()
-                decoded = self.vae.decode(out.latent).float().clamp(-1, 1)[0].cpu()  # [3, T, H, W]
-                timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
-                frames_so_far = self._append(frames_so_far, decoded, w, first=(i == 0))
+                if req.output_type == "latent" and len(windows) == 1:
+                    return None, latents
+                decoded = self._timed(timings, "decode", self._decode, out.latent)  # [3, T, H, W]
+                frames = self._append(frames, decoded, w, first=(i == 0))
+        return (None if req.output_type == "latent" else frames), latents
 
-        frames = None
-        if output_type != "latent":
-            uint8 = frames_to_uint8(frames_so_far[None])[0]  # [T, H, W, 3]
-            frames = uint8.numpy() if output_type == "np" else uint8
-        timings["total"] = time.perf_counter() - t_start
-        return GenerationResult(frames, seed, prompts[0], mode, FPS, latents, used, timings)
+    @staticmethod
+    def _timed(timings: dict[str, float], phase: str, fn, *args):
+        t0 = time.perf_counter()
+        result = fn(*args)
+        if result is not None:
+            timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t0
+        return result
 
-    # ---- pieces of a call ----------------------------------------------------------------------
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latent).float().clamp(-1, 1)[0].cpu()  # [1, 3, T, H, W] -> [3, T, H, W]
 
-    def _sampling_options(self, guidance, guidance_scale, temperatures, sampler) -> SamplingOptions:
-        cfg = self.config
-        g = Guidance(
-            method=cfg.guidance if guidance is None else guidance,
-            scale=float(cfg.guidance_scale if guidance_scale is None else guidance_scale),
-            apg_norm_threshold=cfg.apg_norm_threshold,
-        )
-        tau_image, tau_video, per_scale = cfg.tau_image, cfg.tau_video, None
-        if temperatures is not None:
-            values = [float(v) for v in temperatures]
-            if any(not (math.isfinite(v) and v > 0) for v in values):
-                raise ValueError(f"temperatures must be positive numbers, got {values}")
-            if len(values) == 2:
-                tau_image, tau_video = values
-            else:
-                per_scale = tuple(values)
-        return SamplingOptions(g, tau_image, tau_video, temperatures=per_scale, sampler=sampler)
-
-    def _check_continuation_input(self, given: int, target: int) -> None:
-        cfg = self.config
-        clip = TEMPORAL_COMPRESSION * cfg.frames_per_clip
-        if cfg.clips_per_window > 1 and given < 1 + clip:
-            raise ValueError(
-                f"the video is too short to continue: {given} frames at 16 fps, this model needs at least "
-                f"{1 + clip} ({cfg.clip_seconds:g} s) as context"
-            )
-        if given >= target:
-            raise ValueError(
-                f"the video already has {given} frames ({(given - 1) / FPS:g} s at 16 fps); ask for a longer "
-                f"duration than that to continue it"
-            )
-
-    def _encode_prompts(self, prompts, windows, suffix, timings) -> tuple[list[torch.Tensor], list[str]]:
-        """Decorated text features per window (each distinct prompt encoded once)."""
-        suffix = self.config.prompt_suffix if suffix is None else suffix
-        used = []
-        for i, w in enumerate(windows):
-            p = prompts[min(i, len(prompts) - 1)]
-            window_seconds = (w.frames - 1) // FPS
-            used.append(decorate_prompt(p, None if w.frames == 1 else max(1, window_seconds), suffix=suffix or None))
+    def _encode_window_prompts(self, used: list[str], timings) -> list[torch.Tensor]:
+        """Text features per window, each distinct decorated prompt encoded once."""
         t0 = time.perf_counter()
         distinct = sorted(set(used), key=used.index)
         features = dict(zip(distinct, self._run_text_encoder(distinct)))
         timings["text"] = time.perf_counter() - t0
-        return [features[u] for u in used], used
+        return [features[u] for u in used]
 
     def _run_text_encoder(self, prompts: list[str]) -> list[torch.Tensor]:
         enc = self.text_encoder
@@ -744,9 +308,13 @@ class InfinityStarPipeline:
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
         return feats
 
-    def _forced_bits(self, context: torch.Tensor, schedule: Schedule, generator) -> list[torch.Tensor]:
-        """Bits of the teacher-forced steps: the context frames encoded, quantised over the
-        window's first ``1 + clips`` pyramids."""
+    def _context_bits(self, frames, w: Window, schedule: Schedule, generator) -> list[torch.Tensor] | None:
+        """Bits of a window's teacher-forced steps (None without context): its context frames, the last
+        ``w.context_frames`` of the video so far, encoded and quantised over the window's first ``1 + clips``
+        pyramids."""
+        if not w.context_frames:
+            return None
+        context = frames[:, frames.shape[1] - w.context_frames :]  # [3, context, H, W]
         t = latent_frames(context.shape[1])
         clips = 1 + (t - 1) // self.config.frames_per_clip
         forced_schedule = schedule.truncate_clips(clips)
@@ -772,23 +340,4 @@ class InfinityStarPipeline:
         return torch.cat([frames, decoded[:, w.context_frames :]], dim=1)
 
 
-def _vae_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The VAE runs in the pipeline dtype except fp16, whose range its activations exceed."""
-    return torch.bfloat16 if dtype == torch.float16 else dtype
-
-
-def _read_json(path: Path) -> dict:
-    return read_json(path, f"{path.name} of the model folder {path.parent}", CheckpointError)
-
-
-__all__ = [
-    "BUILTIN_MODEL_DIR",
-    "BuiltinModelMissing",
-    "GenerationResult",
-    "InfinityStarPipeline",
-    "PipelineConfig",
-    "RELEASED_CONFIGS",
-    "Window",
-    "plan_windows",
-    "resolve_duration",
-]
+__all__ = ["InfinityStarPipeline"]
