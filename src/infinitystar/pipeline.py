@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import config_dicts
 from .checkpoints import CheckpointError, atomic_write
-from .config import TransformerConfig, VAEConfig, _check_fields
+from .config import TransformerConfig, VAEConfig
 from .generate import SamplingOptions, StepRecord, generate_latent
 from .media import frames_to_uint8, write_video
 from .quantizer import encode_pyramid
@@ -132,8 +133,8 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PipelineConfig:
-        _check_fields(cls, d)
-        return cls(**d)
+        """From ``model_index.json``'s ``pipeline`` entry; unknown keys and wrong types are errors that name them."""
+        return config_dicts.from_dict(cls, d)
 
 
 #: the released models: the 480p one was trained up to 10 s, the 720p one up to 5 s

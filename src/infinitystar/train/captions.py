@@ -15,13 +15,13 @@ In order (fixed for a whole epoch, since the generator is seeded by ``(seed, epo
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
 
 import torch
 
+from .. import config_dicts
 from ..text import duration_tag
 
 _SENTENCE_END = re.compile(r"\.+")
@@ -52,11 +52,7 @@ def caption_options(value: CaptionOptions | dict | None) -> CaptionOptions:
     if isinstance(value, CaptionOptions):
         return value
     if isinstance(value, dict):
-        names = {f.name for f in dataclasses.fields(CaptionOptions)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise ValueError(f"unknown caption options {unknown}; accepted: {sorted(names)}")
-        return CaptionOptions(**value)
+        return config_dicts.from_dict(CaptionOptions, value, what="caption options")
     raise ValueError(f"captions must be CaptionOptions or a dict of its fields, got {type(value).__name__}")
 
 

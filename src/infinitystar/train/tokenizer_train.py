@@ -36,8 +36,6 @@ import json
 import math
 import os
 import time
-import types
-import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -47,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import config_dicts
 from ..checkpoints import CheckpointError, atomic_write, save_safetensors
 from ..config import PRESETS, VAEConfig
 from ..schedule import Schedule
@@ -276,7 +275,7 @@ class TokenizerTrainConfig:
             if vae not in PRESETS:
                 raise ValueError(f"unknown VAE preset {vae!r}; accepted: {', '.join(PRESETS)} or VAEConfig fields")
             d["vae"] = asdict(PRESETS[vae].vae)
-        return _build(cls, d, "config")
+        return config_dicts.from_dict(cls, d, what="tokenizer training config")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> TokenizerTrainConfig:
@@ -286,44 +285,6 @@ class TokenizerTrainConfig:
 
     def replace(self, **changes) -> TokenizerTrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _build(cls, d: Any, where: str):
-    """A (nested) config dataclass from JSON values, naming unknown keys and the accepted ones."""
-    if dataclasses.is_dataclass(d) and isinstance(d, cls):
-        return d
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where} must be a JSON object of {cls.__name__} fields, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {where} fields {unknown}; accepted: {sorted(known)}")
-    kwargs = {}
-    for name, value in d.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
-    return cls(**kwargs)
-
-
-def _convert(tp, value, where: str):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
-        return tuple(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ValueError(f"{where} must be {tp.__name__}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
