@@ -37,7 +37,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from ..vae import (
     read_original_vae_state,
 )
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
+from .optim import LRSchedule
 from .perceptual import PerceptualLoss
 from .tokenizer_losses import (
     BSQLossConfig,
@@ -565,19 +566,6 @@ def _frozen_parts(vae: VideoVAE, part: str) -> list[torch.nn.Module | torch.nn.P
     return [getattr(vae, part)]
 
 
-def _lr_lambda(cfg: OptimConfig, steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.decay == "cosine":
-            span = max(1, steps - cfg.warmup_steps)
-            progress = min(1.0, (step - cfg.warmup_steps) / span)
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return f
-
-
 @contextlib.contextmanager
 def _quiet_single_process():
     """Silence torch.distributed.checkpoint's "assuming ... a single process" warning: this trainer
@@ -656,7 +644,9 @@ class TokenizerTrainer:
         oc = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
         _init_adam_state(self.optimizer)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(oc, cfg.steps))
+        self.lr_schedule = schedule = LRSchedule(oc.lr, oc.decay, oc.warmup_steps, cfg.steps, oc.min_lr_ratio)
+        # LambdaLR counts from 0 (its value at i is the lr of optimizer step i + 1), the schedule from 1
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: schedule.factor(i + 1))
 
         lc = cfg.loss
         self.perceptual: PerceptualLoss | None = None
