@@ -76,7 +76,11 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: str | os.PathLike, last_step: int) -> None:
-    """Keep only the records with ``step <= last_step`` (rewritten atomically)."""
+    """Keep only the records with ``step <= last_step`` (rewritten atomically).
+
+    Both trainers call it when they resume, so that the lines a killed run wrote after its last
+    checkpoint are not followed by a second copy of those steps; a partial last line (a run killed
+    mid-write) is dropped with a warning."""
     from ..checkpoints import atomic_write
 
     p = Path(path)

@@ -30,13 +30,11 @@ Outputs in the run folder: ``config.json`` (resolved), ``metrics.jsonl`` (one li
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +54,9 @@ from ..vae import (
     original_vae_state_dict,
     read_original_vae_state,
 )
+from .checkpointing import load_latest_checkpoint, quiet_single_process, save_checkpoint
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
+from .metrics import truncate_metrics
 from .optim import LRSchedule
 from .perceptual import PerceptualLoss
 from .tokenizer_losses import (
@@ -566,15 +566,6 @@ def _frozen_parts(vae: VideoVAE, part: str) -> list[torch.nn.Module | torch.nn.P
     return [getattr(vae, part)]
 
 
-@contextlib.contextmanager
-def _quiet_single_process():
-    """Silence torch.distributed.checkpoint's "assuming ... a single process" warning: this trainer
-    is single-process by design, so the warning carries no information."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled", category=UserWarning)
-        yield
-
-
 def _init_adam_state(opt: torch.optim.Optimizer) -> None:
     """Create AdamW's per-parameter state up front, exactly as its first step would (step 0, zero
     moments), so that checkpoints always hold the same keys: a checkpoint written before a
@@ -876,20 +867,9 @@ class TokenizerTrainer:
             record["fitted_latent_scale"] = self.fitted_latent_scale
         _write_json(self.run_dir / "config.json", record)
 
-    def _trim_metrics(self, step: int) -> None:
-        """Drop metric lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
-        if not self.metrics_path.is_file():
-            return
-        lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        text = "".join(ln + "\n" for ln in kept)
-        atomic_write(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
-
     def resume(self) -> int | None:
         """Load the newest complete checkpoint of the run folder; returns its step (None if none)."""
-        from .checkpointing import load_latest_checkpoint
-
-        with _quiet_single_process():
+        with quiet_single_process():
             step = load_latest_checkpoint(self.checkpoint_dir, self.state())
         if step is not None:
             self.step = int(step)
@@ -897,9 +877,7 @@ class TokenizerTrainer:
         return step
 
     def save(self) -> Path:
-        from .checkpointing import save_checkpoint
-
-        with _quiet_single_process():
+        with quiet_single_process():
             return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep)
 
     def fit(self, steps: int | None = None, *, resume: bool = False) -> list[dict[str, Any]]:
@@ -911,7 +889,8 @@ class TokenizerTrainer:
         steps = self.cfg.steps if steps is None else int(steps)
         if resume:
             start = self.resume()
-            self._trim_metrics(start if start is not None else 0)
+            # lines written after the checkpoint this run restarts from
+            truncate_metrics(self.metrics_path, start if start is not None else 0)
         elif self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir()):
             raise ValueError(f"{self.run_dir} already holds checkpoints: resume it (--resume) or choose a new --out")
         else:

@@ -137,7 +137,7 @@ def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch
         from torch.distributed.checkpoint.api import CheckpointException
 
         try:
-            with ckpt._quiet_single_process():
+            with ckpt.quiet_single_process():
                 dcp.load(template, checkpoint_id=str(folder), no_dist=True)
         except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
             raise CheckpointError(f"cannot read the model of checkpoint {folder}: {type(exc).__name__}: {exc}") from exc
