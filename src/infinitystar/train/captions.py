@@ -15,7 +15,6 @@ In order (fixed for a whole epoch, since the generator is seeded by ``(seed, epo
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import torch
 
 from .. import config_dicts
 from ..text import duration_tag
+from .seeds import derive_seed
 
 _SENTENCE_END = re.compile(r"\.+")
 
@@ -57,9 +57,9 @@ def caption_options(value: CaptionOptions | dict | None) -> CaptionOptions:
 
 
 def item_seed(seed: int, epoch: int, key: str, purpose: str = "") -> int:
-    """A stable 63-bit seed from ``(seed, epoch, key)``: the same on every machine and Python run (no ``hash()``)."""
-    digest = hashlib.sha256(f"{int(seed)}|{int(epoch)}|{key}|{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """The seed of one item's ``purpose`` draws in one epoch: :func:`~infinitystar.train.seeds.derive_seed` of
+    ``(seed, epoch, key, purpose)``, the same on every machine and Python run."""
+    return derive_seed(int(seed), int(epoch), str(key), str(purpose))
 
 
 def item_generator(seed: int, epoch: int, key: str, purpose: str = "", device: str | torch.device = "cpu"):

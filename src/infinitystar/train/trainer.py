@@ -22,7 +22,6 @@ result does not depend on how a global batch is split over data-parallel ranks.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -49,20 +48,8 @@ from .distributed import (
 from .metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
 from .optim import EMA, LRSchedule
 from .scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
+from .seeds import make_generator
 from .sequence_parallel import enable_sequence_parallel, sp_loss_scale
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any printable parts (stable across processes and runs)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def make_generator(device: torch.device | str, *parts: Any) -> torch.Generator:
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(derive_seed(*parts))
-    return g
-
 
 # --------------------------------------------------------------------------------------
 # The model as trained
