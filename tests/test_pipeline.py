@@ -88,7 +88,7 @@ def test_pipeline_config_validation_and_round_trip():
         PipelineConfig(resolution="1080p")
     with pytest.raises(ValueError, match="whole number of clips"):
         PipelineConfig(max_duration=3, frames_per_clip=20)
-    with pytest.raises(ValueError, match="unknown PipelineConfig fields"):
+    with pytest.raises(ValueError, match=r"unknown PipelineConfig key\(s\) \['bogus'\]"):
         PipelineConfig.from_dict({"resolution": "480p", "bogus": 1})
 
 

@@ -247,5 +247,5 @@ def test_caption_options_from_a_config_dict(data):
     )
     assert ds.captions == CaptionOptions(duration_prefix=False, short_prob=0.0)
     assert not any(s.caption.startswith("<<<") for b in ds for s in b)
-    with pytest.raises(ValueError, match="unknown caption options \\['prefix'\\]"):
+    with pytest.raises(ValueError, match=r"unknown caption options key\(s\) \['prefix'\]"):
         LatentDataset(data / "cache", batch_size=1, seed=0, captions={"prefix": True})

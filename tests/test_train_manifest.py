@@ -36,6 +36,7 @@ from infinitystar.train.preprocess import (
     mapped_duration,
     probe_video,
 )
+from infinitystar.train.seeds import derive_seed
 
 STEP = 6  # gray level per source frame: frame i is filled with value STEP * i
 
@@ -316,6 +317,7 @@ def test_caption_choice_drop_and_prefix_are_deterministic():
 
     assert draw("k1") == draw("k1") and item_seed(7, 0, "k1") == item_seed(7, 0, "k1")
     assert item_seed(7, 0, "k1") != item_seed(7, 1, "k1") != item_seed(8, 0, "k1")
+    assert item_seed(7, 0, "k1", "caption") == derive_seed(7, 0, "k1", "caption")  # the trainer's one derivation
     samples = [draw(f"item{i}") for i in range(2000)]
     tag = duration_tag(3)
     assert all(s.startswith(tag) and s.endswith(" Best.") for s in samples)

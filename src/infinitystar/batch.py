@@ -6,13 +6,13 @@ recorded in ``generations.rank{r}.jsonl`` next to the files (name, path, prompt,
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import append_jsonl
 from .prompt_files import PromptItem
 
 
@@ -77,7 +77,7 @@ def run_batch(
         record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
         record["seconds"] = round(out.timings.get("total", 0.0), 3)
         with open(record_file, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            append_jsonl(f, record)
         if log is not None:
             log(f"[{rank}] {path.name}: {out.mode}, seed {out.seed}, {record['seconds']} s")
     return summary

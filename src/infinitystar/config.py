@@ -7,15 +7,9 @@ the original implementation's settings (as found in a parity dump's ``config.jso
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
-
-def _check_fields(cls, d: dict) -> None:
-    """Reject keys a config dataclass does not have, listing the accepted ones."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; accepted: {sorted(known)}")
+from . import config_dicts
 
 
 def swiglu_hidden(embed_dim: int, mlp_ratio: float) -> int:
@@ -65,8 +59,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TransformerConfig:
-        _check_fields(cls, d)
-        return cls(**d)
+        """From a ``config.json``: unknown keys and values of the wrong type are errors that name them."""
+        return config_dicts.from_dict(cls, d)
 
     @classmethod
     def from_original_kwargs(cls, kw: dict, mlp_hidden: int | None = None, **extra) -> TransformerConfig:
@@ -119,9 +113,8 @@ class VAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VAEConfig:
-        _check_fields(cls, d)
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**d)
+        """From a ``config.json`` (JSON lists become the tuple fields); unknown keys and wrong types are errors."""
+        return config_dicts.from_dict(cls, d)
 
     @classmethod
     def from_original_namespace(cls, ns: dict) -> VAEConfig:

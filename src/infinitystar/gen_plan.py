@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import _check_fields
+from . import config_dicts
 
 #: where the built-in default model lives inside the package (trained by the project)
 from .generate import SamplingOptions
@@ -98,8 +98,8 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> PipelineConfig:
-        _check_fields(cls, d)
-        return cls(**d)
+        """From ``model_index.json``'s ``pipeline`` entry; unknown keys and wrong types are errors that name them."""
+        return config_dicts.from_dict(cls, d)
 
 
 #: the released models: the 480p one was trained up to 10 s, the 720p one up to 5 s

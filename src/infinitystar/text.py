@@ -275,5 +275,3 @@ def encode_negative_prompt(encoder: TextEncoder, negative_prompt: str | None) ->
     if not negative_prompt.strip():
         return None
     return encoder.encode([negative_prompt])[0]
-
-

@@ -65,7 +65,6 @@ class PackedLogits(NamedTuple):
     semantic: torch.Tensor  #: [B, Nvis, 2 * semantic_dim]
 
 
-
 # --------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------
@@ -431,5 +430,3 @@ def _flex_available() -> bool:
     except Exception:
         return False
     return True
-
-

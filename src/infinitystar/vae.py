@@ -289,5 +289,3 @@ class VideoVAE(nn.Module):
             model = cls(cfg if cfg is not None else infer_vae_config(state))
         load_original_vae_state_dict(model, state, assign=True)
         return model.to(device).eval()
-
-

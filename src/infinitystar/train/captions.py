@@ -15,14 +15,14 @@ In order (fixed for a whole epoch, since the generator is seeded by ``(seed, epo
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import re
 from dataclasses import dataclass
 
 import torch
 
+from .. import config_dicts
 from ..text_prompts import duration_tag
+from .seeds import derive_seed
 
 _SENTENCE_END = re.compile(r"\.+")
 
@@ -52,18 +52,14 @@ def caption_options(value: CaptionOptions | dict | None) -> CaptionOptions:
     if isinstance(value, CaptionOptions):
         return value
     if isinstance(value, dict):
-        names = {f.name for f in dataclasses.fields(CaptionOptions)}
-        unknown = sorted(set(value) - names)
-        if unknown:
-            raise ValueError(f"unknown caption options {unknown}; accepted: {sorted(names)}")
-        return CaptionOptions(**value)
+        return config_dicts.from_dict(CaptionOptions, value, what="caption options")
     raise ValueError(f"captions must be CaptionOptions or a dict of its fields, got {type(value).__name__}")
 
 
 def item_seed(seed: int, epoch: int, key: str, purpose: str = "") -> int:
-    """A stable 63-bit seed from ``(seed, epoch, key)``: the same on every machine and Python run (no ``hash()``)."""
-    digest = hashlib.sha256(f"{int(seed)}|{int(epoch)}|{key}|{purpose}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    """The seed of one item's ``purpose`` draws in one epoch: :func:`~infinitystar.train.seeds.derive_seed` of
+    ``(seed, epoch, key, purpose)``, the same on every machine and Python run."""
+    return derive_seed(int(seed), int(epoch), str(key), str(purpose))
 
 
 def item_generator(seed: int, epoch: int, key: str, purpose: str = "", device: str | torch.device = "cpu"):

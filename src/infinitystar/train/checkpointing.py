@@ -69,10 +69,12 @@ def _barrier() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_single_process():
-    """DCP warns that it runs in a single process; that is intended here."""
+def quiet_single_process():
+    """Silence torch.distributed.checkpoint's "torch.distributed is disabled ... assuming ... a single process"
+    warning: a run without a process group is single-process by design (the tokenizer trainer, a one-process
+    transformer run), so the warning carries no information."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled", category=UserWarning)
         yield
 
 
@@ -178,7 +180,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any]
     tensors, per_rank = _tensor_state(state)
     per_rank["__rng__"] = _rng_state()
     if tensors:
-        with _quiet_single_process():
+        with quiet_single_process():
             dcp.save(tensors, checkpoint_id=str(tmp), no_dist=not _dist())
     rank_file = tmp / f"rank_{rank:05d}.pt"
     atomic_write(rank_file, lambda f: torch.save(per_rank, f))
@@ -263,7 +265,7 @@ def load_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> int:
         from torch.distributed.checkpoint.api import CheckpointException
 
         try:
-            with _quiet_single_process():
+            with quiet_single_process():
                 dcp.load(tensors, checkpoint_id=str(folder), no_dist=not _dist())
         except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
             raise CheckpointError(f"cannot load the sharded state of {folder}: {type(exc).__name__}: {exc}") from exc

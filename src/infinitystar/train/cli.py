@@ -65,7 +65,8 @@ def add_parser(subparsers) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from .config import TrainConfig, parse_override
+    from ..config_dicts import parse_override
+    from .config import TrainConfig
 
     overrides = {}
     for flag, path in _FLAGS.items():

@@ -5,24 +5,24 @@ A recipe is a JSON object whose sections mirror :class:`TrainConfig` (``model``,
 defaults below, which are the original's training defaults (section 6.7 of the reference:
 AdamW (0.9, 0.97), lr 4e-5 constant, weight decay 0, grad clip 5, condition dropout 0.1,
 bitwise self-correction 0.3, variable-length scale subsets, scale-reweighted loss). Unknown keys
-are errors that list the accepted ones. Command-line overrides use dotted paths
-(``optim.lr=1e-4``) through :func:`apply_overrides`. The resolved config is written into the run
+and values of the wrong type are errors naming the dotted key (:mod:`infinitystar.config_dicts`).
+Command-line overrides use dotted paths (``optim.lr=1e-4``) through
+:func:`~infinitystar.config_dicts.apply_overrides`. The resolved config is written into the run
 folder (``config.json``) so that a run can be reproduced and resumed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import config_dicts
 from ..config import TransformerConfig, get_preset
+from ..config_dicts import apply_overrides
 from ..sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
 
 #: The original's ``video_var_len_prob`` for 480p ('[40,30,20,6,3,1,60,40,12,6,2]').
@@ -44,8 +44,12 @@ def template_scale_count(resolution: str) -> int | None:
     return None
 
 
+#: how errors of the dict -> dataclass builder name this config
+WHAT = "training config"
+
+
 def _fail(section: str, msg: str) -> None:
-    raise ValueError(f"invalid training config [{section}]: {msg}")
+    raise ValueError(f"invalid {WHAT} [{section}]: {msg}")
 
 
 @dataclass
@@ -71,7 +75,8 @@ class ModelSection:
     def transformer_config(self) -> TransformerConfig:
         base = get_preset(self.preset).transformer.to_dict()
         base.update(self.overrides)
-        return TransformerConfig.from_dict(base)
+        # errors name the key as the recipe spells it: model.overrides.<field>
+        return config_dicts.from_dict(TransformerConfig, base, what=WHAT, where="model.overrides")
 
 
 @dataclass
@@ -280,7 +285,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        return _build(cls, d, "")
+        """From a recipe dict: sections built, unknown keys and values of the wrong type named by dotted path."""
+        return config_dicts.from_dict(cls, d, what=WHAT)
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -289,51 +295,9 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(d, overrides or {}))
 
     def save(self, path: str | Path) -> None:
-        from ..checkpoints import atomic_write
+        from ..files import write_json
 
-        text = json.dumps(self.to_dict(), indent=2)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls, globalns=globals())
-
-
-def _section_type(hint) -> type | None:
-    """The dataclass inside a hint such as ``SyntheticSection | None``, else None."""
-    if dataclasses.is_dataclass(hint):
-        return hint
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg):
-                return arg
-    return None
-
-
-def _build(cls, d: Any, where: str):
-    """Build the dataclass ``cls`` from a dict, recursing into sections; clear unknown-key errors."""
-    if not isinstance(d, dict):
-        raise ValueError(f"training config section {where or 'top level'!r} must be an object, got {d!r}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown training config key(s) {[f'{where}{k}' for k in unknown]}; "
-            f"accepted in {where.rstrip('.') or 'the top level'}: {sorted(known)}"
-        )
-    hints = _hints(cls)
-    kwargs = {}
-    for name, value in d.items():
-        sect = _section_type(hints[name])
-        if sect is not None and isinstance(value, dict):
-            value = _build(sect, value, f"{where}{name}.")
-        elif sect is not None and not (value is None and sect is not hints[name]):  # only Optional sections may be null
-            raise ValueError(f"training config section {where}{name!r} must be an object, got {value!r}")
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"invalid training config section {where.rstrip('.') or 'top level'}: {exc}") from None
+        write_json(path, self.to_dict())
 
 
 def read_recipe(path: str | Path, what: str = "recipe") -> dict:
@@ -348,33 +312,3 @@ def read_recipe(path: str | Path, what: str = "recipe") -> dict:
     if not isinstance(d, dict):
         raise ValueError(f"{what} {p} must hold a JSON object, got {type(d).__name__}")
     return d
-
-
-def apply_overrides(d: dict, overrides: dict[str, Any]) -> dict:
-    """A copy of the recipe dict with dotted-path values replaced (``{"optim.lr": 1e-4}``).
-
-    Setting a key inside a section that is null in the recipe (e.g. ``data.synthetic.seed``)
-    creates the section.
-    """
-    out = json.loads(json.dumps(d))  # deep copy of plain JSON data
-    for path, value in overrides.items():
-        keys = path.split(".")
-        node = out
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
-                node[k] = {}
-            node = node[k]
-        node[keys[-1]] = value
-    return out
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key.path=value`` with a JSON value (bare words are strings): ``optim.lr=1e-4``."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set expects key.path=value (e.g. optim.lr=1e-4), got {text!r}")
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key.strip(), value

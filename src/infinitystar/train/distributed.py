@@ -111,6 +111,14 @@ def all_reduce_sum(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
 # Activation checkpointing and FSDP2
 # --------------------------------------------------------------------------------------
 
+#: what :func:`apply_activation_checkpointing`'s wrapper inserts into parameter names
+AC_PREFIX = "_checkpoint_wrapped_module."
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter name without the activation-checkpointing wrapper's prefix (the model's own name)."""
+    return name.replace(AC_PREFIX, "")
+
 
 def apply_activation_checkpointing(blocks: nn.ModuleList) -> None:
     """Wrap every block of ``blocks`` in place with non-reentrant activation checkpointing.

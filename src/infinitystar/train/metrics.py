@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ..files import append_jsonl
 from ..schedule import Schedule
 
 #: accuracy groups are summed over ranks in a fixed layout: clips 0 .. MAX_CLIPS-1 x (semantic, detail)
@@ -76,15 +77,18 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def truncate_metrics(path: str | os.PathLike, last_step: int) -> None:
-    """Keep only the records with ``step <= last_step`` (rewritten atomically)."""
-    from ..checkpoints import atomic_write
+    """Keep only the records with ``step <= last_step`` (rewritten atomically).
+
+    Both trainers call it when they resume, so that the lines a killed run wrote after its last
+    checkpoint are not followed by a second copy of those steps; a partial last line (a run killed
+    mid-write) is dropped with a warning."""
+    from ..files import jsonl_text, write_text
 
     p = Path(path)
     if not p.is_file():
         return
     keep = [r for r in read_metrics(p) if int(r.get("step", 0)) <= last_step]
-    text = "".join(json.dumps(r) + "\n" for r in keep)
-    atomic_write(p, lambda f: Path(f).write_text(text))
+    write_text(p, jsonl_text(keep))
 
 
 class MetricsLogger:
@@ -140,8 +144,7 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        append_jsonl(self._file, record)
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self.tb is not None:
             for k, v in scalars.items():

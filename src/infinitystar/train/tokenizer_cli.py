@@ -60,7 +60,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .config import apply_overrides, parse_override, read_recipe
+    from ..config_dicts import apply_overrides, parse_override
+    from .config import read_recipe
     from .tokenizer_train import TokenizerTrainConfig, TokenizerTrainer
 
     recipe = apply_overrides(read_recipe(args.config), dict(parse_override(item) for item in args.set))

@@ -30,16 +30,11 @@ original key names + ``config.json``: ``VideoVAE.from_original_checkpoint`` load
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
-import types
-import typing
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +42,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import config_dicts
 from ..config import PRESETS, VAEConfig
 from ..devices import resolve_device
-from ..files import atomic_write
+from ..files import append_jsonl, write_json
 from ..schedule import Schedule
 from ..vae import VideoVAE
 from ..vae_checkpoint import load_vae_weights, save_vae_folder, vae_config_of
+from .checkpointing import load_latest_checkpoint, quiet_single_process, save_checkpoint
 from .discriminator import DiscriminatorConfig, PatchDiscriminator
+from .metrics import truncate_metrics
+from .optim import LRSchedule
 from .perceptual import PerceptualLoss
 from .tokenizer_losses import (
     BSQLossConfig,
@@ -270,7 +269,7 @@ class TokenizerTrainConfig:
             if vae not in PRESETS:
                 raise ValueError(f"unknown VAE preset {vae!r}; accepted: {', '.join(PRESETS)} or VAEConfig fields")
             d["vae"] = asdict(PRESETS[vae].vae)
-        return _build(cls, d, "config")
+        return config_dicts.from_dict(cls, d, what="tokenizer training config")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> TokenizerTrainConfig:
@@ -280,44 +279,6 @@ class TokenizerTrainConfig:
 
     def replace(self, **changes) -> TokenizerTrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _build(cls, d: Any, where: str):
-    """A (nested) config dataclass from JSON values, naming unknown keys and the accepted ones."""
-    if dataclasses.is_dataclass(d) and isinstance(d, cls):
-        return d
-    if not isinstance(d, Mapping):
-        raise ValueError(f"{where} must be a JSON object of {cls.__name__} fields, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"unknown {where} fields {unknown}; accepted: {sorted(known)}")
-    kwargs = {}
-    for name, value in d.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}")
-    return cls(**kwargs)
-
-
-def _convert(tp, value, where: str):
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, where)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
-        return tuple(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise ValueError(f"{where} must be {tp.__name__}, got {value!r}")
-    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,11 +500,6 @@ def build_data_source(cfg: DataConfig) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 # --------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------
@@ -557,28 +513,6 @@ def _frozen_parts(vae: VideoVAE, part: str) -> list[torch.nn.Module | torch.nn.P
     if part == "tokens":  # features = proj_down(encoder moments) * latent_scales[0]: all three fix the bits
         return [vae.encoder, vae.proj_down, vae.latent_scales]
     return [getattr(vae, part)]
-
-
-def _lr_lambda(cfg: OptimConfig, steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.decay == "cosine":
-            span = max(1, steps - cfg.warmup_steps)
-            progress = min(1.0, (step - cfg.warmup_steps) / span)
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return f
-
-
-@contextlib.contextmanager
-def _quiet_single_process():
-    """Silence torch.distributed.checkpoint's "assuming ... a single process" warning: this trainer
-    is single-process by design, so the warning carries no information."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.distributed is disabled", category=UserWarning)
-        yield
 
 
 def _init_adam_state(opt: torch.optim.Optimizer) -> None:
@@ -648,7 +582,9 @@ class TokenizerTrainer:
         oc = cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=oc.lr, betas=oc.betas, weight_decay=oc.weight_decay)
         _init_adam_state(self.optimizer)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(oc, cfg.steps))
+        self.lr_schedule = schedule = LRSchedule(oc.lr, oc.decay, oc.warmup_steps, cfg.steps, oc.min_lr_ratio)
+        # LambdaLR counts from 0 (its value at i is the lr of optimizer step i + 1), the schedule from 1
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: schedule.factor(i + 1))
 
         lc = cfg.loss
         self.perceptual: PerceptualLoss | None = None
@@ -876,22 +812,11 @@ class TokenizerTrainer:
         record = {"config": self.cfg.to_dict(), "init": str(init) if init is not None else None}
         if self.fitted_latent_scale is not None:
             record["fitted_latent_scale"] = self.fitted_latent_scale
-        _write_json(self.run_dir / "config.json", record)
-
-    def _trim_metrics(self, step: int) -> None:
-        """Drop metric lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
-        if not self.metrics_path.is_file():
-            return
-        lines = [ln for ln in self.metrics_path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-        text = "".join(ln + "\n" for ln in kept)
-        atomic_write(self.metrics_path, lambda tmp: Path(tmp).write_text(text))
+        write_json(self.run_dir / "config.json", record, sort_keys=True)
 
     def resume(self) -> int | None:
         """Load the newest complete checkpoint of the run folder; returns its step (None if none)."""
-        from .checkpointing import load_latest_checkpoint
-
-        with _quiet_single_process():
+        with quiet_single_process():
             step = load_latest_checkpoint(self.checkpoint_dir, self.state())
         if step is not None:
             self.step = int(step)
@@ -899,9 +824,7 @@ class TokenizerTrainer:
         return step
 
     def save(self) -> Path:
-        from .checkpointing import save_checkpoint
-
-        with _quiet_single_process():
+        with quiet_single_process():
             return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep)
 
     def fit(self, steps: int | None = None, *, resume: bool = False) -> list[dict[str, Any]]:
@@ -913,7 +836,8 @@ class TokenizerTrainer:
         steps = self.cfg.steps if steps is None else int(steps)
         if resume:
             start = self.resume()
-            self._trim_metrics(start if start is not None else 0)
+            # lines written after the checkpoint this run restarts from
+            truncate_metrics(self.metrics_path, start if start is not None else 0)
         elif self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir()):
             raise ValueError(f"{self.run_dir} already holds checkpoints: resume it (--resume) or choose a new --out")
         else:
@@ -931,8 +855,7 @@ class TokenizerTrainer:
             while self.step < steps:
                 m = self.train_step()
                 history.append(m)
-                log.write(json.dumps(m) + "\n")
-                log.flush()
+                append_jsonl(log, m)
                 post = {"loss": f"{m['loss']:.4f}", "l1": f"{m['l1']:.4f}", "psnr": f"{m['psnr']:.2f}"}
                 if "bit_usage" in m:
                     post["bits"] = f"{m['bit_usage']:.3f}"

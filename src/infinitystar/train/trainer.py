@@ -22,8 +22,6 @@ result does not depend on how a global batch is split over data-parallel ranks.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -42,100 +40,20 @@ from ..transformer import InfinityTransformer, PackedLogits
 from ..transformer_checkpoint import is_model_folder, read_model_folder, save_model_folder
 from . import checkpointing as ckpt
 from .config import TrainConfig, template_scale_count
-from .distributed import DistEnv, all_reduce_sum, apply_activation_checkpointing, barrier, fully_shard_model
+from .distributed import (
+    DistEnv,
+    all_reduce_sum,
+    apply_activation_checkpointing,
+    barrier,
+    fully_shard_model,
+    unwrapped_name,
+)
 from .metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
+from .optim import EMA, LRSchedule
 from .scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
+from .seeds import make_generator
 from .sequence_parallel import enable_sequence_parallel, sp_loss_scale
 from .transformer_loss import LossOutput, bit_loss
-
-AC_PREFIX = "_checkpoint_wrapped_module."
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any printable parts (stable across processes and runs)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def make_generator(device: torch.device | str, *parts: Any) -> torch.Generator:
-    g = torch.Generator(device=torch.device(device))
-    g.manual_seed(derive_seed(*parts))
-    return g
-
-
-# --------------------------------------------------------------------------------------
-# Learning rate and EMA
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """Learning rate of optimizer step ``n`` (1-based): linear warmup over ``warmup_steps``, then
-    constant (the original: no warmup, constant) or cosine down to ``min_lr_ratio * lr`` at
-    ``total_steps``. A function of the step alone, so a resumed run needs no state for it."""
-
-    lr: float
-    kind: str = "constant"
-    warmup_steps: int = 0
-    total_steps: int = 1
-    min_lr_ratio: float = 0.0
-
-    def __call__(self, step: int) -> float:
-        if self.warmup_steps and step <= self.warmup_steps:
-            return self.lr * step / self.warmup_steps
-        if self.kind == "constant":
-            return self.lr
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _clean_name(name: str) -> str:
-    return name.replace(AC_PREFIX, "")
-
-
-class EMA:
-    """Exponential moving average of the trainable parameters: ``ema = decay * ema + (1 - decay) * p``.
-
-    Works on sharded (FSDP2 DTensor) parameters shard by shard. The original hard-codes a decay
-    of 0.9999 (and ignores its own option); here it is ``optim.ema_decay``.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        if not 0 < decay < 1:
-            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
-        self.decay = decay
-        self.shadow: dict[str, torch.Tensor] = {
-            _clean_name(n): p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
-        }
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for n, p in model.named_parameters():
-            name = _clean_name(n)
-            if name in self.shadow:
-                self.shadow[name].lerp_(p.detach(), 1.0 - self.decay)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.shadow)
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing = sorted(set(self.shadow) - set(state))
-        if missing:
-            raise ValueError(f"EMA state lacks {missing[:5]}")
-        with torch.no_grad():
-            for k, v in self.shadow.items():
-                if v is not state[k]:
-                    v.copy_(state[k])
-
-    def full_state(self) -> dict[str, torch.Tensor]:
-        """Unsharded CPU copies (every rank must call this under FSDP)."""
-        out = {}
-        for k, v in self.shadow.items():
-            full = v.full_tensor() if hasattr(v, "full_tensor") else v
-            out[k] = full.detach().cpu()
-        return out
-
 
 # --------------------------------------------------------------------------------------
 # The model as trained
@@ -174,7 +92,11 @@ class TrainModule(nn.Module):
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict[str, torch.Tensor]:
-    return {_clean_name(k)[len(prefix) :] if k.startswith(prefix) else _clean_name(k): v for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        name = unwrapped_name(k)
+        out[name[len(prefix) :] if k.startswith(prefix) else name] = v
+    return out
 
 
 def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
@@ -206,7 +128,7 @@ def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch
         from torch.distributed.checkpoint.api import CheckpointException
 
         try:
-            with ckpt._quiet_single_process():
+            with ckpt.quiet_single_process():
                 dcp.load(template, checkpoint_id=str(folder), no_dist=True)
         except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
             raise CheckpointError(f"cannot read the model of checkpoint {folder}: {type(exc).__name__}: {exc}") from exc

@@ -21,6 +21,7 @@ class LossOutput:
     scale_loss: torch.Tensor  #: [B, S] mean token loss per scale
     scale_weights: torch.Tensor  #: [S] weights of the scales (sum 1); loss = mean over samples
 
+
 # --------------------------------------------------------------------------------------
 # Loss
 # --------------------------------------------------------------------------------------
