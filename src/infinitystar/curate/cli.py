@@ -136,7 +136,8 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from .runner import OutputPaths, format_report, run_curate
+    from .outputs import OutputPaths, format_report
+    from .runner import run_curate
 
     try:
         report = run_curate(
