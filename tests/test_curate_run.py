@@ -10,7 +10,8 @@ import pytest
 
 from curate_fixtures import moving, static, texture, write_corrupt, write_image, write_video
 from infinitystar.curate import CurateConfig, parse_scorer_spec, run_curate
-from infinitystar.curate.runner import OutputPaths, collect_inputs, load_state
+from infinitystar.curate.inputs import collect_inputs
+from infinitystar.curate.outputs import OutputPaths, load_state
 from infinitystar.curate.scorers import DEFAULT_SCORERS, merge_scorer_specs
 
 # Small media: 48x64 videos, so the shorter-side filter is lowered to 32 px; 16 fps; 1 s minimum clips.

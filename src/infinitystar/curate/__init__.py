@@ -3,8 +3,10 @@
 Probe -> scene cuts -> clip filters (duration, fps, shorter side, motion) -> frame scorers (built-in brightness,
 black frames, blur; plug-ins loading local weights) -> captions (a local vision-language model, or existing
 captions) -> a jsonl manifest in the original InfinityStar format, with a report of what was dropped and why.
-Resumable and parallel; see ``runner`` for the output files and ``filters`` for every default threshold.
+Resumable and parallel; see ``outputs`` for the output files and ``filters`` for every default threshold.
 """
+
+from __future__ import annotations
 
 import importlib
 
@@ -19,9 +21,9 @@ _EXPORTS = {
     "MediaError": "probe",
     "MediaInfo": "probe",
     "probe_media": "probe",
-    "InputItem": "runner",
-    "collect_inputs": "runner",
-    "format_report": "runner",
+    "InputItem": "inputs",
+    "collect_inputs": "inputs",
+    "format_report": "outputs",
     "run_curate": "runner",
     "ScoreFilter": "scorers",
     "Scorer": "scorers",

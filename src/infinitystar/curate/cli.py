@@ -29,7 +29,14 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("input", help="folder (searched recursively), .jsonl manifest of paths, or one media file")
     p.add_argument("--out", required=True, help="output manifest (.jsonl)")
-    runtime = p.add_argument_group("run")
+    _add_run_arguments(p.add_argument_group("run"))
+    _add_filter_arguments(p.add_argument_group("filters"))
+    _add_caption_arguments(p.add_argument_group("captions"))
+    p.set_defaults(func=run)
+
+
+def _add_run_arguments(runtime) -> None:
+    """How the run is carried out (processes, resuming, progress): not settings, so a resumed run may change them."""
     runtime.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     runtime.add_argument("--resume", action="store_true", help="continue an interrupted run (same settings)")
     runtime.add_argument("--overwrite", action="store_true", help="discard an earlier run's state and outputs")
@@ -37,7 +44,10 @@ def add_parser(subparsers) -> None:
     runtime.add_argument("--max-items", type=int, default=None, help="stop after this many new inputs")
     runtime.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
-    flt = p.add_argument_group("filters")
+
+def _add_filter_arguments(flt) -> None:
+    """What is kept: clip filters, scene splitting, motion and scorers. Defaults are None so that an unset flag
+    keeps ``CurateConfig``'s default (the help texts quote it)."""
     flt.add_argument("--min-duration", type=float, default=None, help="seconds (default 2)")
     flt.add_argument(
         "--max-clip-duration",
@@ -66,7 +76,9 @@ def add_parser(subparsers) -> None:
     flt.add_argument("--sample-frames", type=int, default=None, help="frames per clip (8)")
     flt.add_argument("--sample-size", type=int, default=None, help="their shorter side (256)")
 
-    cap = p.add_argument_group("captions")
+
+def _add_caption_arguments(cap) -> None:
+    """Where captions come from: a captioner and its options, or existing captions (manifest fields, sidecars)."""
     cap.add_argument(
         "--captioner",
         default=None,
@@ -83,7 +95,6 @@ def add_parser(subparsers) -> None:
     cap.add_argument("--caption-dtype", default=None, help="auto, float32, bfloat16, float16")
     cap.add_argument("--recaption", action="store_true", help="caption even items that already have a caption")
     cap.add_argument("--no-sidecar-captions", action="store_true", help="ignore <name>.txt caption files")
-    p.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -136,7 +147,8 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from .runner import OutputPaths, format_report, run_curate
+    from .outputs import OutputPaths, format_report
+    from .runner import run_curate
 
     try:
         report = run_curate(
