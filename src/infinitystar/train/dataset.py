@@ -208,7 +208,8 @@ class LatentDataset(_BucketedDataset):
     """Batches of cached latents (``list[TrainSample]``, one bucket = one schedule per batch).
 
     Args:
-        cache_dir: a folder written by ``infinitystar extract`` / :func:`extract_latents`.
+        cache_dir: a folder written by ``infinitystar extract`` /
+            :func:`~infinitystar.train.latent_extract.extract_latents`.
         batch_size: samples per batch; a bucket's incomplete last batch is dropped unless ``drop_last=False``.
         seed: fixes batch order and caption draws together with the epoch.
         rank, world_size: data-parallel shard; every rank gets ``len(self)`` batches, of disjoint items.
