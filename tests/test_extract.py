@@ -17,11 +17,11 @@ from infinitystar.train.latent_cache import (
     CacheError,
     cache_file,
     cache_key,
-    extract_latents,
     load_latent,
     read_entry,
     read_index,
 )
+from infinitystar.train.latent_extract import extract_latents
 from infinitystar.train.manifest import read_manifest
 from infinitystar.train.preprocess import load_item
 from infinitystar.vae import VideoVAE

@@ -14,7 +14,8 @@ from infinitystar.text import TextEncoder
 from infinitystar.text_prompts import duration_tag
 from infinitystar.train.captions import CaptionOptions
 from infinitystar.train.dataset import LatentDataset, MediaDataset, MediaSample, TrainSample
-from infinitystar.train.latent_cache import CacheError, extract_latents, read_index
+from infinitystar.train.latent_cache import CacheError, read_index
+from infinitystar.train.latent_extract import extract_latents
 from infinitystar.vae import VideoVAE
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)

@@ -264,7 +264,7 @@ def test_trains_from_a_latent_cache(tmp_path):
     from infinitystar.config import VAEConfig
     from infinitystar.media import write_video
     from infinitystar.text import TextEncoder
-    from infinitystar.train.latent_cache import extract_latents
+    from infinitystar.train.latent_extract import extract_latents
     from infinitystar.vae import VideoVAE
 
     class CharEncoder(TextEncoder):

@@ -37,7 +37,7 @@ from ..media.probe import probe_media
 from ..sizes import FPS
 from .buckets import check_shard, plan_batches
 from .captions import CaptionOptions, caption_options, item_generator, training_caption
-from .latent_cache import CacheEntry, load_latent, load_text_features, read_index
+from .latent_cache import CacheEntry, cache_key, load_latent, load_text_features, read_index
 from .manifest import Manifest, MediaItem, read_manifest
 from .preprocess import (
     MediaError,
@@ -208,7 +208,8 @@ class LatentDataset(_BucketedDataset):
     """Batches of cached latents (``list[TrainSample]``, one bucket = one schedule per batch).
 
     Args:
-        cache_dir: a folder written by ``infinitystar extract`` / :func:`extract_latents`.
+        cache_dir: a folder written by ``infinitystar extract`` /
+            :func:`~infinitystar.train.latent_extract.extract_latents`.
         batch_size: samples per batch; a bucket's incomplete last batch is dropped unless ``drop_last=False``.
         seed: fixes batch order and caption draws together with the epoch.
         rank, world_size: data-parallel shard; every rank gets ``len(self)`` batches, of disjoint items.
@@ -238,35 +239,17 @@ class LatentDataset(_BucketedDataset):
         load_text: bool = True,
         prefetch: int = 1,
     ) -> None:
-        bad = set(kinds) - {"video", "image"}
-        if bad or not kinds:
-            raise ValueError(f"kinds must be a non-empty subset of ('video', 'image'), got {tuple(kinds)!r}")
-        if max_duration is not None and (not isinstance(max_duration, int) or max_duration < 1):
-            raise ValueError(f"max_duration must be a whole number of seconds >= 1 (or None), got {max_duration!r}")
+        _check_latent_options(kinds, max_duration)
         self.cache_dir = Path(cache_dir)
         self.captions = caption_options(captions)
         self.load_text = load_text
         self.max_duration = max_duration
-        entries: list[CacheEntry] = []
-        durations: list[int] = []
-        too_short = 0
-        for entry in read_index(self.cache_dir):
-            if entry.kind not in kinds:
-                continue
-            d = entry.max_duration() if entry.kind == "video" else 0
-            if max_duration is not None:
-                d = min(d, max_duration)
-            if entry.kind == "video" and d < 1:
-                too_short += 1
-                continue
-            entries.append(entry)
-            durations.append(d)
-        if too_short:
-            log.info("%d cached videos shorter than 1 s are not used", too_short)
+        entries, durations = _usable_entries(read_index(self.cache_dir), kinds, max_duration)
         if not entries:
             raise ValueError(f"latent cache {self.cache_dir} holds no usable {' or '.join(kinds)} item")
         self.entries = entries
         self.durations = durations
+        # bucket = one schedule: aspect template, seconds, and the latent's [h, w] (entries are [64, t, h, w])
         keys = [(e.h_div_w, d, e.latent_shape[2], e.latent_shape[3]) for e, d in zip(entries, durations)]
         super().__init__(
             keys,
@@ -305,6 +288,39 @@ class LatentDataset(_BucketedDataset):
 
     def _fingerprint(self) -> int:
         return len(self.entries)
+
+
+def _check_latent_options(kinds: Sequence[str], max_duration: int | None) -> None:
+    """Reject bad options before the (possibly large) index is read."""
+    bad = set(kinds) - {"video", "image"}
+    if bad or not kinds:
+        raise ValueError(f"kinds must be a non-empty subset of ('video', 'image'), got {tuple(kinds)!r}")
+    if max_duration is not None and (not isinstance(max_duration, int) or max_duration < 1):
+        raise ValueError(f"max_duration must be a whole number of seconds >= 1 (or None), got {max_duration!r}")
+
+
+def _usable_entries(
+    entries: Sequence[CacheEntry], kinds: Sequence[str], max_duration: int | None
+) -> tuple[list[CacheEntry], list[int]]:
+    """The entries of ``kinds`` to train on, and the whole seconds each is trained on (its cached duration capped
+    at ``max_duration``; 0 for an image). Videos under 1 s are left out (logged): no whole second to train on."""
+    usable: list[CacheEntry] = []
+    durations: list[int] = []
+    too_short = 0
+    for entry in entries:
+        if entry.kind not in kinds:
+            continue
+        d = entry.max_duration() if entry.kind == "video" else 0
+        if max_duration is not None:
+            d = min(d, max_duration)
+        if entry.kind == "video" and d < 1:
+            too_short += 1
+            continue
+        usable.append(entry)
+        durations.append(d)
+    if too_short:
+        log.info("%d cached videos shorter than 1 s are not used", too_short)
+    return usable, durations
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -359,8 +375,6 @@ class MediaDataset(_BucketedDataset):
         posterior: str = "sample",
         prefetch: int = 1,
     ) -> None:
-        from .latent_cache import cache_key
-
         self.resolution = Resolution.parse(resolution)
         if num_frames is not None:
             check_frame_count(num_frames)
@@ -373,15 +387,7 @@ class MediaDataset(_BucketedDataset):
         self.posterior = posterior
         parsed = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, on_error="skip")
         self.problems: list[tuple[str, str]] = [(p.where, p.reason) for p in parsed.problems]
-        plans: list[_MediaPlan] = []
-        for item in parsed.items:
-            if not item.is_video and not include_images:
-                continue
-            try:
-                plans.append(self._plan_item(item, cache_key(item, self.resolution)))
-            except MediaError as exc:
-                self.problems.append((item.where or str(item.path), str(exc)))
-                log.warning("left out %s: %s", item.where or item.path, exc)
+        plans = self._plan_items(parsed.items, include_images)
         if not plans:
             raise ValueError(f"manifest {manifest} gives no usable item; problems: {self.problems[:5]}")
         self.plans = plans
@@ -396,6 +402,19 @@ class MediaDataset(_BucketedDataset):
             shuffle=shuffle,
             prefetch=prefetch,
         )
+
+    def _plan_items(self, items: Sequence[MediaItem], include_images: bool) -> list[_MediaPlan]:
+        """Probe every item once to bucket it; an item that fails is left out and added to ``self.problems``."""
+        plans: list[_MediaPlan] = []
+        for item in items:
+            if not item.is_video and not include_images:
+                continue
+            try:
+                plans.append(self._plan_item(item, cache_key(item, self.resolution)))
+            except MediaError as exc:
+                self.problems.append((item.where or str(item.path), str(exc)))
+                log.warning("left out %s: %s", item.where or item.path, exc)
+        return plans
 
     def _plan_item(self, item: MediaItem, key: str) -> _MediaPlan:
         if not item.is_video:

@@ -1,4 +1,4 @@
-"""``infinitystar extract``: fill a latent cache from manifests (see :mod:`infinitystar.train.latent_cache`).
+"""``infinitystar extract``: fill a latent cache from manifests (see :mod:`infinitystar.train.latent_extract`).
 
 Under ``torchrun`` every process takes ``items[RANK::WORLD_SIZE]`` and, with ``--device cuda``, the GPU
 ``LOCAL_RANK``; no collective communication is needed, so ranks never wait for each other. Rerunning the same
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..devices import parse_dtype, resolve_device
     from ..vae import VideoVAE
-    from .latent_cache import extract_latents
+    from .latent_extract import extract_latents
     from .preprocess import Resolution
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

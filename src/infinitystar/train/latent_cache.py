@@ -1,6 +1,9 @@
-"""The latent cache: VAE features of every training clip, computed once (``infinitystar extract``).
+"""The latent cache format: VAE features of every training clip, computed once (``infinitystar extract``).
 
-Training reads these instead of running the VAE every step, as the original's ``--use_vae_token_cache`` did.
+Training reads these instead of running the VAE every step, as the original's ``--use_vae_token_cache`` did. This
+module is the format that the writer (:mod:`infinitystar.train.latent_extract`) and the reader
+(:class:`~infinitystar.train.dataset.LatentDataset`) share: settings, names, index entries, and reading and writing
+one item's file.
 
 Layout of a cache folder::
 
@@ -17,8 +20,8 @@ Layout of a cache folder::
 - **Names**: ``<slug>-<hash>``, the hash covering the absolute source path, the frame range and the resolution
   (which fixes the pixel size for a given source), so two videos of the same name never collide (the original's
   ``md5(basename)`` did) and a resumed run knows what exists without opening any media.
-- **Robustness**: every file is written atomically; items already cached are skipped; a missing, empty, corrupt
-  or too short video is logged with the reason and skipped, never stopping the run.
+- **Robustness**: every file is written atomically and every index line appended with one write, so a crash
+  leaves at most a torn last line (:func:`repair_index`); resuming and skipping bad media is the extraction's job.
 - **Text features** (optional): with a :class:`~infinitystar.text.TextEncoder`, the features of every caption the
   sample can get when sentence dropping is off (:func:`~infinitystar.train.captions.candidate_captions`) are stored
   too, so training can skip the text encoder.
@@ -32,26 +35,20 @@ import json
 import logging
 import os
 import re
-import time
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..files import atomic_write, write_json, write_text
-from .buckets import shard_items
-from .captions import candidate_captions, item_seed
-from .manifest import Manifest, MediaItem, read_manifest
-from .preprocess import Clip, MediaError, Resolution, check_frame_count, load_item, mapped_duration
+from .manifest import MediaItem
+from .preprocess import Clip, Resolution, mapped_duration
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "infinitystar.latent_cache/1"
-_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 CONFIG_NAME = "cache_config.json"
 LATENT_KEY = "latent"
 
@@ -100,8 +97,9 @@ def read_cache_config(cache_dir: str | os.PathLike) -> CacheConfig:
         raise CacheError(f"{path} is corrupt: {exc}") from None
 
 
-def _ensure_config(cache_dir: Path, config: CacheConfig) -> None:
-    """Write the config, or check that an existing cache was made with the same settings."""
+def ensure_config(cache_dir: Path, config: CacheConfig) -> None:
+    """Write the config, or check that an existing cache was made with the same settings (files made with other
+    settings must not mix in one cache; only the text encoder may change, as text features are optional)."""
     path = cache_dir / CONFIG_NAME
     if path.is_file():
         old = read_cache_config(cache_dir)
@@ -199,11 +197,12 @@ class CacheEntry:
         return cls(**d)
 
 
-def _index_path(cache_dir: Path, rank: int) -> Path:
+def index_path(cache_dir: Path, rank: int) -> Path:
+    """Each rank appends to its own index, so ranks never write the same file."""
     return cache_dir / f"index-rank{rank:05d}.jsonl"
 
 
-def _append_line(path: Path, obj: dict) -> None:
+def append_index_line(path: Path, obj: dict) -> None:
     """Append one JSON line with a single write and fsync: a crash loses at most this line (repaired on resume)."""
     data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -214,7 +213,7 @@ def _append_line(path: Path, obj: dict) -> None:
         os.close(fd)
 
 
-def _drop_torn_lines(path: Path) -> None:
+def repair_index(path: Path) -> None:
     """Rewrite an index without its unreadable lines (a crash mid-append leaves a torn last line, and the next
     append would glue onto it); the items they listed are re-listed from their files' headers."""
     if not path.is_file():
@@ -308,7 +307,10 @@ def load_text_features(cache_dir: str | os.PathLike, entry: CacheEntry, caption:
 # Writing
 
 
-def _entry_for(key: str, cache_dir: Path, item: MediaItem, clip: Clip, latent: Tensor, texts: Sequence[str]):
+def make_entry(
+    key: str, cache_dir: Path, item: MediaItem, clip: Clip, latent: Tensor, texts: Sequence[str]
+) -> CacheEntry:
+    """The entry of a freshly encoded item: what the dataset needs to bucket and caption it without opening media."""
     return CacheEntry(
         key=key,
         file=str(cache_file(cache_dir, key).relative_to(cache_dir)),
@@ -329,7 +331,9 @@ def _entry_for(key: str, cache_dir: Path, item: MediaItem, clip: Clip, latent: T
     )
 
 
-def write_cache_file(path: Path, entry: CacheEntry, latent: Tensor, text: Sequence[Tensor], frames: Sequence[int]):
+def write_cache_file(
+    path: Path, entry: CacheEntry, latent: Tensor, text: Sequence[Tensor], frames: Sequence[int]
+) -> None:
     """Atomically write one item: ``latent`` and ``text.<i>`` tensors, the entry and frame indices as metadata."""
     from safetensors.torch import save_file
 
@@ -342,192 +346,3 @@ def write_cache_file(path: Path, entry: CacheEntry, latent: Tensor, text: Sequen
         "frame_indices": json.dumps(list(frames)),
     }
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Extraction
-
-
-@dataclass
-class ExtractSummary:
-    """What one extraction run (one rank) did."""
-
-    cached: int = 0
-    skipped_existing: int = 0
-    failed: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  #: (item, reason)
-    seconds: float = 0.0
-    frames_encoded: int = 0
-
-    def __str__(self) -> str:
-        return (
-            f"cached {self.cached}, already cached {self.skipped_existing}, failed {self.failed} "
-            f"({self.frames_encoded} frames encoded in {self.seconds:.1f} s)"
-        )
-
-
-@torch.inference_mode()
-def encode_clip(
-    vae, clip: Clip, *, key: str, seed: int, posterior: str = "sample", chunk_frames: int | None = None
-) -> Tensor:
-    """VAE raw features ``[64, t, h, w]`` float32 of one clip; the posterior noise comes from a generator seeded by
-    ``(seed, key)`` on the VAE's device."""
-    device = vae.latent_scales.device
-    video = clip.video[None].to(device=device, dtype=vae.latent_scales.dtype)  # [3,T,H,W] -> [1,3,T,H,W]
-    g = torch.Generator(device=device).manual_seed(item_seed(seed, 0, key, "posterior"))
-    latent = vae.encode(video, sample=posterior == "sample", generator=g, chunk_frames=chunk_frames)
-    latent = latent[0].float().cpu()  # [1,64,t,h,w] -> [64,t,h,w]
-    if not torch.isfinite(latent).all():
-        raise MediaError(f"the VAE produced non-finite latents (dtype {vae.latent_scales.dtype}); try float32")
-    return latent
-
-
-def extract_latents(
-    manifest: Manifest | Sequence[MediaItem] | str | os.PathLike | Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    vae,
-    *,
-    resolution: str | Resolution,
-    max_frames: int = 81,
-    min_frames: int = 17,
-    seed: int = 0,
-    posterior: str = "sample",
-    rank: int = 0,
-    world_size: int = 1,
-    text_encoder=None,
-    workers: int = 2,
-    max_new: int | None = None,
-    progress: bool = True,
-) -> ExtractSummary:
-    """Encode every item of a manifest (this rank's share, ``items[rank::world_size]``) into ``out_dir``.
-
-    Resumable: items whose file exists are skipped (and re-listed in the index if a crash lost their line).
-    Problems with single items (bad manifest lines, missing/empty/corrupt/too short media) are logged, counted and
-    written to ``failures-rank<r>.json``; they never stop the run. ``workers`` threads decode and resize upcoming
-    items while the VAE runs. ``max_new`` stops after caching that many new items (for a bounded run).
-    """
-    from tqdm.auto import tqdm
-
-    if posterior not in ("sample", "mean"):
-        raise ValueError(f"posterior must be 'sample' (the original) or 'mean', got {posterior!r}")
-    check_frame_count(max_frames, "max_frames")
-    if isinstance(min_frames, bool) or not isinstance(min_frames, int) or not 1 <= min_frames <= max_frames:
-        raise ValueError(f"min_frames must be an integer in 1..max_frames ({max_frames}), got {min_frames!r}")
-    if not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
-    resolution = Resolution.parse(resolution)
-    started = time.perf_counter()
-    summary = ExtractSummary()
-    if isinstance(manifest, Manifest):
-        parsed = manifest
-    elif isinstance(manifest, Sequence) and manifest and all(isinstance(m, MediaItem) for m in manifest):
-        parsed = Manifest(list(manifest))
-    else:
-        parsed = read_manifest(manifest, on_error="skip")
-    problems = shard_items(parsed.problems, rank, world_size)  # each bad line reported by one rank
-    for p in problems:
-        summary.failures.append((p.where, p.reason))
-    items = shard_items(parsed.items, rank, world_size)
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = CacheConfig(
-        resolution=resolution.spec,
-        max_frames=max_frames,
-        min_frames=min_frames,
-        posterior=posterior,
-        seed=int(seed),
-        dtype=str(vae.latent_scales.dtype).removeprefix("torch."),
-        vae_fingerprint=vae_fingerprint(vae),
-        text_encoder=type(text_encoder).__name__ if text_encoder is not None else None,
-    )
-    _ensure_config(out, config)
-    index_path = _index_path(out, rank)
-    _drop_torn_lines(index_path)
-    indexed = {e.key for e in read_index(out, check_files=False)}
-
-    todo: list[tuple[str, MediaItem]] = []
-    queued: set[str] = set()
-    for item in items:
-        key = cache_key(item, resolution)
-        if key in queued:  # the same clip listed twice: one file
-            summary.skipped_existing += 1
-            log.info("%s lists %s again; it is cached once", item.where, item.path)
-            continue
-        queued.add(key)
-        path = cache_file(out, key)
-        if path.is_file():
-            summary.skipped_existing += 1
-            if key not in indexed:  # written, but the crash came before its index line
-                try:
-                    _append_line(index_path, read_entry(path).to_json())
-                except CacheError as exc:
-                    log.warning("unreadable cache file %s is re-made (%s)", path, exc)
-                    summary.skipped_existing -= 1
-                    todo.append((key, item))
-                    continue
-                indexed.add(key)
-            continue
-        todo.append((key, item))
-
-    def prepare(item: MediaItem) -> Clip:
-        return load_item(item, resolution, max_frames=max_frames, min_frames=min_frames)
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="extract") if workers > 0 else None
-    pending: deque[tuple[str, MediaItem, Future | None]] = deque()
-    queue = iter(todo)
-    window = max(1, 2 * workers)
-
-    def refill() -> None:
-        while len(pending) < window:
-            nxt = next(queue, None)
-            if nxt is None:
-                return
-            key, item = nxt
-            pending.append((key, item, pool.submit(prepare, item) if pool else None))
-
-    bar = tqdm(total=len(todo), desc=f"extract (rank {rank})", disable=not progress, unit="item")
-    try:
-        refill()
-        while pending:
-            if max_new is not None and summary.cached >= max_new:
-                break
-            key, item, future = pending.popleft()
-            refill()
-            where = item.where or str(item.path)
-            try:  # problems of this item (its media, or the VAE on it) are reported; disk errors stop the run
-                clip = future.result() if future is not None else prepare(item)
-                latent = encode_clip(vae, clip, key=key, seed=seed, posterior=posterior)
-            except (MediaError, ValueError, OSError, _OOM) as exc:
-                if isinstance(exc, _OOM) and torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                summary.failed += 1
-                summary.failures.append((where, str(exc)))
-                log.warning("skipped %s: %s", where, exc)
-                bar.update(1)
-                continue
-            texts, features = [], []
-            if text_encoder is not None:
-                duration = mapped_duration(clip.seconds, (clip.num_frames - 1) // 16) if item.is_video else 0
-                texts = candidate_captions(item.kind, item.caption, item.alt_caption, item.quality_prompt, duration)
-                features = text_encoder.encode(texts)
-            entry = _entry_for(key, out, item, clip, latent, texts)
-            write_cache_file(out / entry.file, entry, latent, features, clip.frame_indices)
-            _append_line(index_path, entry.to_json())
-            summary.cached += 1
-            summary.frames_encoded += clip.num_frames
-            bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            for _, _, future in pending:
-                future.cancel()
-            pool.shutdown(wait=True)
-    summary.failed += len(problems)
-    summary.seconds = time.perf_counter() - started
-    report = {
-        "summary": {k: v for k, v in dataclasses.asdict(summary).items() if k != "failures"},
-        "failures": [{"item": w, "reason": r} for w, r in summary.failures],
-    }
-    write_json(out / f"failures-rank{rank:05d}.json", report)
-    return summary
