@@ -9,23 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infinitystar.app import (
+from infinitystar.app import GENERATION_CONCURRENCY_ID, launch_options
+from infinitystar.app_checks import (
     ASPECT_RATIOS,
     AUTO_ASPECT,
-    GENERATION_CONCURRENCY_ID,
     MAX_SEED,
     UPLOAD_ERROR_PREFIX,
     DemoInputError,
+    check_prompt_text,
+    check_upload,
+    inspect_upload,
+    resolve_seed,
+)
+from infinitystar.app_handlers import (
     DemoSettings,
     add_to_gallery,
     aspect_choices,
-    check_prompt_text,
-    check_upload,
     generate_media,
-    inspect_upload,
-    launch_options,
     model_summary,
-    resolve_seed,
 )
 from infinitystar.media import read_video, write_video
 from infinitystar.pipeline import InfinityStarPipeline

@@ -14,16 +14,11 @@ import torch
 
 from infinitystar import metrics
 from infinitystar.cli import main
-from infinitystar.evaluate import (
-    PARTIAL_FILE,
-    find_output,
-    parse_metrics,
-    parse_world_spec,
-    read_frames,
-    score_outputs,
-    write_world_prompt_file,
-    write_world_prompts,
-)
+from infinitystar.eval_extractors import CLIPScorer, I3DFeatureExtractor
+from infinitystar.eval_files import find_output, read_frames
+from infinitystar.eval_prompts import parse_world_spec, write_world_prompt_file, write_world_prompts
+from infinitystar.eval_score import parse_metrics, score_outputs
+from infinitystar.evaluate import PARTIAL_FILE
 from infinitystar.media import read_video, write_video
 from infinitystar.pipeline import InfinityStarPipeline
 from infinitystar.prompt_files import read_prompt_file
@@ -250,7 +245,7 @@ def test_clip_score_with_a_tiny_local_clip(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metrics_requested"] == ["flicker", "smoothness", "world", "clip"]
     assert summary["metrics"]["clip"]["n"] == 2
-    scorer = metrics.CLIPScorer(clip_dir)
+    scorer = CLIPScorer(clip_dir)
     rows = read_jsonl(out / "scores.jsonl")
     direct = [scorer.score(read_frames(out / f"{it.name}.mp4"), it.prompt) for it in items]
     assert [r["clip"] for r in rows] == pytest.approx(direct, rel=1e-5)
@@ -301,7 +296,7 @@ def test_fvd_against_real_videos_with_a_local_i3d(tmp_path, capsys):
     report = score_outputs(items, out, **kwargs)
     fvd = report.summary["fvd"]
     assert (fvd["generated"], fvd["real"], fvd["real_skipped"], fvd["frames"]) == (4, 3, 1, 16)
-    extractor = metrics.I3DFeatureExtractor(i3d, resolution=32)
+    extractor = I3DFeatureExtractor(i3d, resolution=32)
     fake_clips = [read_frames(out / f"{it.name}.mp4")[:16] for it in items]
     real_clips = [read_frames(real / f"real{i}.mp4")[:16] for i in range(3)]
     expected = metrics.frechet_distance_from_features(extractor(real_clips), extractor(fake_clips))

@@ -8,6 +8,7 @@ import torch
 
 from curate_fixtures import make_tiny_clip, moving, static
 from infinitystar import metrics
+from infinitystar.eval_extractors import CLIPScorer, I3DFeatureExtractor, clip_score, fvd
 
 
 def test_flicker_of_a_constant_video_is_one():
@@ -132,34 +133,34 @@ def test_fvd_with_a_torchscript_extractor(tmp_path):
     net = TinyI3D()
     path = tmp_path / "i3d_tiny.pt"
     torch.jit.script(net).save(str(path))
-    extractor = metrics.I3DFeatureExtractor(path, resolution=16, batch_size=3)
+    extractor = I3DFeatureExtractor(path, resolution=16, batch_size=3)
     real = [moving(4, 24, 32, seed=s) for s in range(6)]
     fake = [static(4, 24, 32, seed=s) // 3 for s in range(6)]
     feats = extractor(real)
     assert feats.shape == (6, 6) and np.isfinite(feats).all()
-    assert metrics.fvd(real, real, extractor) == pytest.approx(0.0, abs=1e-6)
-    value = metrics.fvd(real, fake, extractor)
+    assert fvd(real, real, extractor) == pytest.approx(0.0, abs=1e-6)
+    value = fvd(real, fake, extractor)
     assert value > 0
     assert value == pytest.approx(metrics.frechet_distance_from_features(feats, extractor(fake)))
     # the same network through the state-dict route gives the same features
     state_path = tmp_path / "i3d_tiny_state.pt"
     torch.save(net.state_dict(), state_path)
-    plain = metrics.I3DFeatureExtractor(TinyI3D(), weights=state_path, resolution=16)
+    plain = I3DFeatureExtractor(TinyI3D(), weights=state_path, resolution=16)
     np.testing.assert_allclose(plain(real), feats, rtol=1e-5, atol=1e-6)
 
 
 def test_fvd_preprocessing_and_errors(tmp_path):
-    extractor = metrics.I3DFeatureExtractor(TinyI3D(), resolution=16)
+    extractor = I3DFeatureExtractor(TinyI3D(), resolution=16)
     x = extractor.preprocess(moving(3, 24, 40))
     assert tuple(x.shape) == (3, 3, 16, 16)
     assert float(x.min()) >= -1 and float(x.max()) <= 1
     with pytest.raises(ValueError, match="same number of frames"):
         extractor([moving(4), moving(5)])
     with pytest.raises(ValueError, match="not found"):
-        metrics.I3DFeatureExtractor(tmp_path / "missing.pt")
+        I3DFeatureExtractor(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")
     with pytest.raises(ValueError, match="TorchScript"):
-        metrics.I3DFeatureExtractor(tmp_path / "junk.pt")
+        I3DFeatureExtractor(tmp_path / "junk.pt")
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,12 +177,12 @@ def tiny_clip(tmp_path_factory):
 def test_clip_score_matches_the_definition(tiny_clip):
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
-    scorer = metrics.CLIPScorer(tiny_clip)
+    scorer = CLIPScorer(tiny_clip)
     frames = moving(3, 32, 32, seed=4)
     text = "a red cat runs on the sea"
-    got = metrics.clip_score(frames, text, scorer)
+    got = clip_score(frames, text, scorer)
     assert 0.0 <= got <= 100.0
-    assert metrics.clip_score(frames, text, scorer) == got  # deterministic
+    assert clip_score(frames, text, scorer) == got  # deterministic
 
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     tok, proc = AutoTokenizer.from_pretrained(tiny_clip), AutoImageProcessor.from_pretrained(tiny_clip)
@@ -195,8 +196,8 @@ def test_clip_score_matches_the_definition(tiny_clip):
 
 
 def test_clip_score_errors(tiny_clip, tmp_path):
-    scorer = metrics.CLIPScorer(tiny_clip)
+    scorer = CLIPScorer(tiny_clip)
     with pytest.raises(ValueError, match="non-empty text"):
         scorer.score(static(1, 32, 32), "   ")
     with pytest.raises(ValueError, match="config.json"):
-        metrics.CLIPScorer(tmp_path / "nothing")
+        CLIPScorer(tmp_path / "nothing")

@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .evaluate import WORLD_PROMPTS_FILE, parse_metrics, write_world_prompt_file
+    from .eval_prompts import WORLD_PROMPTS_FILE, write_world_prompt_file
+    from .eval_score import parse_metrics
     from .launch import torchrun_env
     from .prompt_files import read_prompt_file, shard
 
@@ -146,7 +147,8 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
 
 
 def _score(args, items, prompt_file: Path, out_dir: Path, metrics, generation, local_rank: int, world: int, log):
-    from .evaluate import format_summary, score_outputs, write_report
+    from .eval_score import score_outputs
+    from .evaluate import format_summary, write_report
     from .launch import rank_device
 
     t0 = time.perf_counter()

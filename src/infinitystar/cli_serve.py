@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"infinitystar: error: {DEMO_EXTRA_HINT}", file=sys.stderr)
         return 2
 
-    from .app import DemoSettings, default_output_dir, launch_app
+    from .app import launch_app
+    from .app_handlers import DemoSettings, default_output_dir
     from .pipeline import InfinityStarPipeline
 
     settings = DemoSettings(
