@@ -77,7 +77,7 @@ def test_assemble_rejects_a_bad_pipeline_config(tmp_path, capsys):
 def test_a_training_checkpoint_gives_the_weights_of_its_step(tmp_path, capsys):
     """``assemble --transformer RUN/step_N`` (evaluating a run midway): the architecture comes from the run's
     config.json, the weights from the checkpoint; at the last step they are the exported final weights."""
-    from infinitystar.cli_assemble import transformer_of_checkpoint
+    from infinitystar.train.transformer_module import transformer_from_checkpoint
     from infinitystar.transformer_checkpoint import load_model_folder
 
     recipe = {
@@ -94,7 +94,7 @@ def test_a_training_checkpoint_gives_the_weights_of_its_step(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(tmp_path / "recipe.json"), "--out", str(run)]) == 0
     final = load_model_folder(run / "final").state_dict()
-    last, first = transformer_of_checkpoint(run / "step_00000002"), transformer_of_checkpoint(run / "step_00000001")
+    last, first = transformer_from_checkpoint(run / "step_00000002"), transformer_from_checkpoint(run / "step_00000001")
     assert all(torch.equal(last.state_dict()[k], v) for k, v in final.items())
     assert not all(torch.equal(first.state_dict()[k], v) for k, v in final.items())  # one step earlier differs
 

@@ -13,7 +13,9 @@ from infinitystar.checkpoints import CheckpointError
 from infinitystar.quantizer import SelfCorrection, encode_pyramid
 from infinitystar.train.config import TrainConfig
 from infinitystar.train.metrics import read_metrics
-from infinitystar.train.trainer import EMA, LRSchedule, Trainer, make_generator
+from infinitystar.train.optim import EMA, LRSchedule
+from infinitystar.train.seeds import make_generator
+from infinitystar.train.trainer import Trainer
 from infinitystar.transformer import InfinityTransformer
 from infinitystar.transformer_checkpoint import load_model_folder, save_original_transformer
 

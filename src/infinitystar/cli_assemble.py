@@ -30,29 +30,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def transformer_of_checkpoint(folder: str | Path):
-    """The transformer of a training checkpoint ``RUN/step_N``: the architecture from the run's saved
-    ``config.json`` (written when the run started), the weights from the checkpoint's model state."""
-    from .checkpoints import CheckpointError
-    from .train.config import TrainConfig
-    from .train.trainer import load_init_state
-    from .transformer import InfinityTransformer
-
-    run_config = Path(folder).parent / "config.json"
-    if not run_config.is_file():
-        raise CheckpointError(f"{folder} is a training checkpoint but its run has no config.json ({run_config})")
-    cfg = TrainConfig.load(run_config).model.transformer_config()
-    transformer = InfinityTransformer(cfg)
-    transformer.load_state_dict(load_init_state(folder, cfg))
-    return transformer.eval()
-
-
 def run(args: argparse.Namespace) -> int:
     from .devices import parse_dtype
     from .gen_plan import PipelineConfig
     from .pipeline import InfinityStarPipeline
     from .text_loading import make_text_encoder
     from .train.checkpointing import is_checkpoint_folder
+    from .train.transformer_module import transformer_from_checkpoint
     from .transformer_checkpoint import is_model_folder, load_model_folder
     from .vae import VideoVAE
 
@@ -65,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if is_model_folder(args.transformer):
         transformer = load_model_folder(args.transformer)
     elif is_checkpoint_folder(args.transformer):
-        transformer = transformer_of_checkpoint(args.transformer)
+        transformer = transformer_from_checkpoint(args.transformer)
     else:
         from .transformer_checkpoint import infer_transformer_config, load_original_transformer
 

@@ -24,140 +24,35 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..config import TransformerConfig
-from ..quantizer import SelfCorrection, encode_pyramid
-from ..schedule import Schedule, build_schedule, schedule_from_scales
-from ..sizes import aspect_templates, nearest_template
-from ..text_loading import make_text_encoder
-from ..transformer import InfinityTransformer, PackedLogits
-from ..transformer_checkpoint import is_model_folder, read_model_folder, save_model_folder
+from ..schedule import Schedule
+from ..transformer import InfinityTransformer
+from ..transformer_checkpoint import save_model_folder
 from . import checkpointing as ckpt
-from .config import TrainConfig, template_scale_count
+from .config import TrainConfig
 from .distributed import (
     DistEnv,
     all_reduce_sum,
     apply_activation_checkpointing,
     barrier,
     fully_shard_model,
-    unwrapped_name,
 )
 from .metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
 from .optim import EMA, LRSchedule
-from .scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
-from .seeds import make_generator
 from .sequence_parallel import enable_sequence_parallel, sp_loss_scale
-from .transformer_loss import LossOutput, bit_loss
-
-# --------------------------------------------------------------------------------------
-# The model as trained
-# --------------------------------------------------------------------------------------
-
-
-class TrainModule(nn.Module):
-    """The transformer plus per-sample condition dropout, the unit FSDP shards at its root.
-
-    Dropout needs the learned null text ``cfg_uncond``, which under FSDP is only whole inside
-    the root's forward; doing it here (not in the transformer, whose own dropout draws one
-    generator for the whole batch) lets each sample's decision come from its own generator.
-    """
-
-    def __init__(self, transformer: InfinityTransformer, attn_impl: str = "auto"):
-        super().__init__()
-        self.transformer = transformer
-        self.attn_impl = attn_impl
-
-    def forward(
-        self,
-        codes: torch.Tensor,
-        texts: list[torch.Tensor],
-        schedule: Schedule,
-        counters: torch.Tensor,
-        drop: list[bool],
-    ) -> PackedLogits:
-        null = self.transformer.cfg_uncond
-        texts = [null[: t.shape[0]].to(t.dtype) if d else t for t, d in zip(texts, drop)]
-        out = self.transformer(codes, texts, schedule, counters, attn_impl=self.attn_impl)
-        # FSDP reduces the same set of gradients on every rank: parameters a step may not use
-        # (the null text without dropped samples, the unused sos_token, a head whose kind of
-        # scale is absent, see forward_loss) get an exact zero gradient instead of none
-        anchor = (null.sum() + self.transformer.sos_token.sum()) * 0.0
-        return PackedLogits(out.detail + anchor, out.semantic + anchor)
-
-
-def _strip(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict[str, torch.Tensor]:
-    out = {}
-    for k, v in state.items():
-        name = unwrapped_name(k)
-        out[name[len(prefix) :] if k.startswith(prefix) else name] = v
-    return out
-
-
-def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
-    """Full fp32 CPU state dict (our names) of ``--init``: a released-format checkpoint, a trained
-    model folder, a run folder (its newest checkpoint) or one ``step_*`` checkpoint."""
-    from ..checkpoints import CheckpointError
-    from ..transformer_checkpoint import load_original_transformer
-
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"--init checkpoint not found: {p}")
-    if is_model_folder(p):
-        found_cfg, state = read_model_folder(p)
-        if found_cfg != cfg:
-            raise CheckpointError(f"--init model {p} was trained with {found_cfg}, the recipe builds {cfg}")
-        return {k: v.float() for k, v in state.items()}
-    folder = None
-    if p.is_dir() and (p / ckpt.META_NAME).is_file():
-        folder = p
-    elif p.is_dir() and ckpt.list_checkpoints(p):
-        folder = ckpt.list_checkpoints(p)[0][1]
-    if folder is not None:
-        import torch.distributed.checkpoint as dcp
-
-        with torch.device("meta"):
-            model = TrainModule(InfinityTransformer(cfg))
-        model.to_empty(device="cpu")
-        template = {"model": model.state_dict()}
-        from torch.distributed.checkpoint.api import CheckpointException
-
-        try:
-            with ckpt.quiet_single_process():
-                dcp.load(template, checkpoint_id=str(folder), no_dist=True)
-        except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-            raise CheckpointError(f"cannot read the model of checkpoint {folder}: {type(exc).__name__}: {exc}") from exc
-        return _strip(template["model"])
-    return load_original_transformer(p, cfg).state_dict()
-
 
 # --------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedBatch:
-    """One micro-batch ready for the model."""
-
-    codes: torch.Tensor  #: [B, Nvis, 64] inputs of the kept scales at their chosen repetitions
-    texts: list[torch.Tensor]  #: per sample [L_b, Ct5]
-    labels: list[torch.Tensor]  #: per kept scale [B, pt, ph, pw, d] clean bits
-    counters: torch.Tensor  #: [B, S_kept] global step counters of the chosen repetitions
-    drop: list[bool]  #: per sample: trained with the null text
-    schedule: Schedule  #: the kept scales (a SubSchedule)
-    weights: torch.Tensor  #: [S_kept] loss weights (sum 1)
-    option: int  #: index of the subset option drawn
-    keys: list[str] = field(default_factory=list)
-
-    @property
-    def num_tokens(self) -> int:
-        return self.codes.shape[0] * self.codes.shape[1] + sum(t.shape[0] for t in self.texts)
+from .transformer_batch import BatchPreparer, PreparedBatch
+from .transformer_loss import LossOutput, bit_loss
+from .transformer_module import TrainModule, _strip, load_init_state
 
 
 @dataclass
@@ -166,18 +61,6 @@ class TrainResult:
     run_dir: Path
     final_model: Path | None
     losses: dict[int, float]
-
-
-def _check_sample(s: Any, latent_channels: int) -> None:
-    for name in ("key", "latent", "caption", "text", "h_div_w", "duration"):
-        if not hasattr(s, name):
-            raise ValueError(f"training samples need a {name!r} field (TrainSample); got {type(s).__name__}")
-    lat = s.latent
-    if not isinstance(lat, torch.Tensor) or lat.ndim != 4 or lat.shape[0] != latent_channels:
-        shape = tuple(lat.shape) if isinstance(lat, torch.Tensor) else type(lat).__name__
-        raise ValueError(f"sample {s.key}: latent must be [{latent_channels}, t, h, w], got {shape}")
-    if s.text is None and not (isinstance(s.caption, str) and s.caption.strip()):
-        raise ValueError(f"sample {s.key}: no cached text features and an empty caption")
 
 
 class Trainer:
@@ -220,10 +103,7 @@ class Trainer:
         )
         self.ema = EMA(self.module, cfg.optim.ema_decay) if cfg.optim.ema_decay else None
         self.dataset = dataset if dataset is not None else self._build_dataset()
-        self.text_encoder = text_encoder
-        self.sampler = ScaleSubsetSampler(cfg.loss.var_len, tuple(cfg.loss.var_len_probs), cfg.loss.drop_last_scale)
-        self.self_correction = SelfCorrection(cfg.loss.self_correction) if cfg.loss.self_correction > 0 else None
-        self._schedules: dict[tuple, Schedule] = {}
+        self.batches = BatchPreparer(cfg, self.tcfg, self.device, text_encoder)
         self.step = 0
         self.epoch = 0
         if resuming:
@@ -359,139 +239,17 @@ class Trainer:
                 raise ValueError("the dataset yields no batch (too few samples for the batch size?)") from None
 
     def schedule_for(self, h_div_w: float, t: int, h: int, w: int) -> Schedule:
-        """The full schedule of a latent of shape ``[64, t, h, w]`` (cached)."""
-        key = (round(float(h_div_w), 6), t, h, w)
-        if key in self._schedules:
-            return self._schedules[key]
-        sc = self.cfg.schedule
-        if sc.resolution is not None and sc.resolution.startswith("scales:"):
-            k = template_scale_count(sc.resolution)
-            hws = [list(hw) for hw in aspect_templates()[nearest_template(h_div_w)][:k]]
-            if tuple(hws[-1]) != (h, w):
-                raise ValueError(
-                    f"latent of size {h}x{w} does not match the {sc.resolution} pyramid of aspect {h_div_w:.3f}, "
-                    f"whose largest scale is {hws[-1][0]}x{hws[-1][1]}"
-                )
-            sched = self._pyramid_schedule(hws, t)
-        elif sc.resolution is not None:
-            sched = build_schedule(
-                h_div_w,
-                sc.resolution,
-                t,
-                image_repetition=sc.image_repetition,
-                video_repetition=sc.video_repetition,
-                detail_scale_min_tokens=sc.detail_scale_min_tokens,
-                frames_per_clip=sc.frames_per_clip,
-            )
-            if sched.final_hw != (h, w):
-                raise ValueError(
-                    f"latent of size {h}x{w} does not match the {sc.resolution} schedule of aspect {h_div_w:.3f}, "
-                    f"whose largest scale is {sched.final_hw[0]}x{sched.final_hw[1]}"
-                )
-        else:
-            if tuple(sc.scales[-1]) != (h, w):
-                raise ValueError(
-                    f"latent of size {h}x{w} does not match schedule.scales, whose last (largest) scale is "
-                    f"{sc.scales[-1][0]}x{sc.scales[-1][1]}"
-                )
-            sched = self._pyramid_schedule(sc.scales, t)
-        self._schedules[key] = sched
-        return sched
+        """The full schedule of a latent of shape ``[64, t, h, w]`` (see :meth:`BatchPreparer.schedule_for`)."""
+        return self.batches.schedule_for(h_div_w, t, h, w)
 
-    def _pyramid_schedule(self, hws: list[list[int]], t: int) -> Schedule:
-        """The image pyramid ``hws`` then one pyramid per clip of ``frames_per_clip`` latent frames."""
-        sc = self.cfg.schedule
-        rest = t - 1
-        pts = [sc.frames_per_clip] * (rest // sc.frames_per_clip)
-        if rest % sc.frames_per_clip:
-            pts.append(rest % sc.frames_per_clip)
-        shapes = [(1, a, b) for a, b in hws] + [(pt, a, b) for pt in pts for a, b in hws]
-        return schedule_from_scales(
-            shapes,
-            len(hws),
-            image_repetition=sc.image_repetition,
-            video_repetition=sc.video_repetition,
-            detail_scale_min_tokens=350 if sc.detail_scale_min_tokens is None else sc.detail_scale_min_tokens,
-            semantic_dim=self.tcfg.semantic_dim,
-            detail_dim=self.tcfg.detail_dim,
-        )
-
-    def _texts(self, batch: list) -> list[torch.Tensor]:
-        missing = [i for i, s in enumerate(batch) if s.text is None]
-        texts: list[torch.Tensor | None] = [s.text for s in batch]
-        if missing:
-            if self.text_encoder is None:
-                if not self.cfg.data.text_encoder:
-                    raise ValueError(
-                        f"sample {batch[missing[0]].key} has no cached text features: set data.text_encoder "
-                        "to a T5 folder, a saved text-encoder folder or 'builtin' (encoded online), or extract the "
-                        "cache with text features"
-                    )
-                self.text_encoder = make_text_encoder(self.cfg.data.text_encoder, self.tcfg, self.device)
-            with torch.no_grad():
-                encoded = self.text_encoder.encode([batch[i].caption for i in missing])
-            for i, feats in zip(missing, encoded):
-                texts[i] = feats
-        out = []
-        for s, t in zip(batch, texts):
-            if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] != self.tcfg.text_channels:
-                raise ValueError(
-                    f"sample {s.key}: text features must be [L >= 1, {self.tcfg.text_channels}], got {tuple(t.shape)}"
-                )
-            t = t[: self.tcfg.text_maxlen].to(self.device, torch.float32)
-            if not torch.isfinite(t).all():
-                raise ValueError(f"sample {s.key}: text features contain NaN or infinite values")
-            out.append(t)
-        return out
+    @property
+    def text_encoder(self):
+        """The encoder of captions without cached text features (None until one is needed)."""
+        return self.batches.text_encoder
 
     def prepare(self, batch: list, step: int, micro: int) -> PreparedBatch:
-        """Quantise, pick repetitions and subsets, draw condition dropout for one micro-batch."""
-        if not isinstance(batch, (list, tuple)) or not batch:
-            raise ValueError(f"a batch must be a non-empty list of samples, got {type(batch).__name__}")
-        for s in batch:
-            _check_sample(s, self.tcfg.latent_channels)
-        shape = tuple(batch[0].latent.shape)
-        odd = [s.key for s in batch if tuple(s.latent.shape) != shape]
-        if odd:
-            raise ValueError(f"a batch must share one latent shape {shape}; samples {odd[:4]} differ")
-        _, t, h, w = shape
-        full = self.schedule_for(batch[0].h_div_w, t, h, w)
-        option, kept = self.sampler.sample(full, make_generator("cpu", self.cfg.seed, "subset", step, micro))
-        sub = sub_schedule(full, kept)
-        weights = subset_loss_weights(full, kept, self.cfg.loss.reweight_by_scale, self.cfg.loss.max_reweight)
-
-        codes, labels, counters, drop = [], [[] for _ in kept], [], []
-        for s in batch:
-            g_cpu = make_generator("cpu", self.cfg.seed, "sample", step, s.key)
-            g_dev = make_generator(self.device, self.cfg.seed, "bsc", step, s.key)
-            latent = s.latent.to(self.device, torch.float32)[None]  # [1, 64, t, h, w]
-            try:
-                tokens = encode_pyramid(latent, full, self_correction=self.self_correction, generator=g_dev)
-            except ValueError as exc:
-                raise ValueError(f"sample {s.key}: {exc}") from None
-            u = torch.rand(len(full.scales), generator=g_cpu)  # one repetition per scale, uniformly
-            picks = [
-                sc.first_step + min(int(u[i] * sc.repetitions), sc.repetitions - 1) for i, sc in enumerate(full.scales)
-            ]
-            drop.append(bool(torch.rand(1, generator=g_cpu).item() < self.cfg.loss.cond_drop_prob))
-            parts = []
-            for j, i in enumerate(kept):
-                n = picks[i]
-                parts.append(tokens.inputs[n].flatten(2).transpose(1, 2))  # [1, 64, pt, ph, pw] -> [1, N, 64]
-                labels[j].append(tokens.bits[n])  # [1, pt, ph, pw, d]
-            codes.append(torch.cat(parts, dim=1))
-            counters.append([picks[i] for i in kept])
-        return PreparedBatch(
-            codes=torch.cat(codes, dim=0),  # [B, Nvis, 64]
-            texts=self._texts(batch),
-            labels=[torch.cat(x, dim=0) for x in labels],
-            counters=torch.tensor(counters, dtype=torch.int64),
-            drop=drop,
-            schedule=sub,
-            weights=weights.to(self.device),
-            option=option,
-            keys=[s.key for s in batch],
-        )
+        """Model inputs of one micro-batch (see :meth:`BatchPreparer.prepare`)."""
+        return self.batches.prepare(batch, step, micro)
 
     # -- one step ------------------------------------------------------------------------------
     def forward_loss(self, pb: PreparedBatch) -> tuple[torch.Tensor, LossOutput]:
