@@ -24,7 +24,7 @@ from infinitystar.train.tokenizer_train import (
     build_data_source,
 )
 from infinitystar.vae import VideoVAE, load_original_vae_state_dict, read_original_vae_state
-from infinitystar.world import WorldSpec
+from infinitystar.world_scenes import WorldSpec
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 

@@ -9,9 +9,10 @@ Per item (``scores.jsonl``, one line per scored item):
 
 - ``flicker``: VBench's temporal flickering, ``(255 - mean |frame[t+1] - frame[t]|) / 255`` (videos only);
 - ``smoothness``: the motion-smoothness proxy of :mod:`infinitystar.metrics` (videos of 3+ frames);
-- ``world``: for prompts that follow the procedural world's grammar (:func:`infinitystar.world.parse_caption`), the
-  analytic prompt-following check of :mod:`infinitystar.world_eval` (colour, shape, motion, background), with the
-  prompt's split (``train`` / ``heldout`` by its colour-shape-motion combination, ``image`` for image prompts);
+- ``world``: for prompts that follow the procedural world's grammar
+  (:func:`infinitystar.world_captions.parse_caption`), the analytic prompt-following check of
+  :mod:`infinitystar.world_eval` (colour, shape, motion, background), with the prompt's split (``train`` /
+  ``heldout`` by its colour-shape-motion combination, ``image`` for image prompts);
 - ``clip``: CLIP score with a local CLIP folder (``100 * max(cos, 0)`` averaged over frames);
 - ``first_frame_psnr``: for image-to-video items, PSNR of the first frame against the item's image, prepared exactly
   as the pipeline prepares it (cover-resize and centre crop to the output's size); capped at
@@ -123,7 +124,7 @@ class WorldPromptSet:
     image: bool = False
 
     def __post_init__(self) -> None:
-        from .world import SPLITS
+        from .world_scenes import SPLITS
 
         if self.split not in SPLITS:
             raise ValueError(f"unknown world split {self.split!r}; accepted: {', '.join(SPLITS)}")
@@ -157,10 +158,10 @@ def world_prompt_records(sets: Iterable[WorldPromptSet], seed: int = 0) -> list[
     """Prompt-file records (``prompt``, ``name``, and ``duration: 0`` for images) of world captions.
 
     Names are ``{split}_{index:04d}_{caption slug}``, so files from different splits never collide and say what they
-    show. Captions come from :func:`infinitystar.world.prompts`: the split's combinations in a seeded order, each
-    equally often.
+    show. Captions come from :func:`infinitystar.world_captions.prompts`: the split's combinations in a seeded order,
+    each equally often.
     """
-    from .world import prompts
+    from .world_captions import prompts
 
     records = []
     for s in sets:
@@ -242,7 +243,7 @@ def _reference_signature(item: PromptItem) -> dict | None:
 
 
 def _world_split(parsed) -> str:
-    from .world import HELDOUT_COMBOS
+    from .world_scenes import HELDOUT_COMBOS
 
     if parsed.motion is None:
         return "image"
@@ -250,7 +251,7 @@ def _world_split(parsed) -> str:
 
 
 def _parse_world(prompt: str):
-    from .world import parse_caption
+    from .world_captions import parse_caption
 
     try:
         return parse_caption(prompt)

@@ -52,7 +52,8 @@ def add_parser(subparsers) -> None:
 
 
 def _write(args: argparse.Namespace) -> int:
-    from .world import WorldSpec, write_world
+    from .world import write_world
+    from .world_scenes import WorldSpec
 
     if len(args.size) not in (1, 2):
         raise ValueError("--size takes SIZE or HEIGHT WIDTH")
@@ -64,7 +65,7 @@ def _write(args: argparse.Namespace) -> int:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from .world import prompts
+    from .world_captions import prompts
 
     for text in prompts(args.split, args.num, args.seed, image=args.image):
         print(text)

@@ -1,8 +1,8 @@
 """Analytic evaluation of generated world videos and images: does the video show what its caption asks for?
 
-The procedural world (:mod:`infinitystar.world`) is simple enough to be scored without any learned model. For each
-video and its caption this module finds the named object by colour, classifies its shape, measures its motion, and
-compares all three (and the background) with the caption. Averaged over many prompts, these flags are the
+The procedural world (:mod:`infinitystar.world_scenes`) is simple enough to be scored without any learned model. For
+each video and its caption this module finds the named object by colour, classifies its shape, measures its motion,
+and compares all three (and the background) with the caption. Averaged over many prompts, these flags are the
 prompt-following accuracy of a model trained on the world; over held-out prompts, its compositional generalisation.
 
 How, and why it tolerates generation noise:
@@ -35,7 +35,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .world import BACKGROUNDS, COLORS, SHAPES, ParsedCaption, _signed_distance, parse_caption
+from .world_captions import ParsedCaption, parse_caption
+from .world_render import _signed_distance
+from .world_scenes import BACKGROUNDS, COLORS, SHAPES
 
 __all__ = [
     "Analysis",
