@@ -13,8 +13,8 @@ import torch
 from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.world import WorldDataset
 from infinitystar.world_captions import caption, prompts
-from infinitystar.world_eval import evaluate_video
 from infinitystar.world_render import render
+from infinitystar.world_report import evaluate_video
 from infinitystar.world_scenes import WorldSpec, sample_scene
 
 

@@ -58,7 +58,7 @@ def test_the_built_in_model_follows_prompts(pipe):
     The shipped model gets colour, shape and motion right on 98-100 % of such prompts; a broken asset, sampler or
     decoder scores near chance (colour 12 %, shape 33 %, motion 20 %)."""
     from infinitystar.world_captions import prompts
-    from infinitystar.world_eval import evaluate
+    from infinitystar.world_report import evaluate
 
     texts = prompts("heldout", 12, seed=3)
     videos = [pipe(text, seed=i).frames for i, text in enumerate(texts)]  # each [17, 128, 128, 3] uint8

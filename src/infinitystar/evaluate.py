@@ -11,7 +11,7 @@ Per item (``scores.jsonl``, one line per scored item):
 - ``smoothness``: the motion-smoothness proxy of :mod:`infinitystar.metrics` (videos of 3+ frames);
 - ``world``: for prompts that follow the procedural world's grammar
   (:func:`infinitystar.world_captions.parse_caption`), the analytic prompt-following check of
-  :mod:`infinitystar.world_eval` (colour, shape, motion, background), with the prompt's split (``train`` /
+  :mod:`infinitystar.world_report` (colour, shape, motion, background), with the prompt's split (``train`` /
   ``heldout`` by its colour-shape-motion combination, ``image`` for image prompts);
 - ``clip``: CLIP score with a local CLIP folder (``100 * max(cos, 0)`` averaged over frames);
 - ``first_frame_psnr``: for image-to-video items, PSNR of the first frame against the item's image, prepared exactly
@@ -278,7 +278,7 @@ def score_frames(
     if "world" in metrics:
         parsed = _parse_world(item.prompt)
         if parsed is not None:
-            from .world_eval import evaluate_video
+            from .world_report import evaluate_video
 
             report = evaluate_video(frames, item.prompt)
             a = report.analysis

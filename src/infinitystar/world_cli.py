@@ -94,7 +94,7 @@ def _read_manifest(path: Path) -> list[dict]:
 def _eval(args: argparse.Namespace) -> int:
     from .files import write_json
     from .media import IMAGE_SUFFIXES, read_image, read_video
-    from .world_eval import evaluate
+    from .world_report import evaluate
 
     manifest = Path(args.manifest)
     entries = _read_manifest(manifest)
