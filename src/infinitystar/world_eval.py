@@ -356,78 +356,96 @@ def analyze(video, color: str | None = None, config: EvalConfig | None = None) -
 
 
 def _analyze_frames(frames: np.ndarray, color: str | None, config: EvalConfig) -> Analysis:
-    """:func:`analyze` on float32 ``[T, H, W, 3]`` frames on the 0-255 scale."""
+    """:func:`analyze` on float32 ``[T, H, W, 3]`` frames on the 0-255 scale (the report converts them only once)."""
     t, h, w, _ = frames.shape
     min_pixels = max(1.0, config.min_area * h * w)
-
-    background_rgb = _measure_background(frames, config.border)
-    background = _BACKGROUND_NAMES[int(((_BACKGROUND_RGB - background_rgb) ** 2).sum(-1).argmin())]
+    background_rgb = _measure_background(frames, config.border)  # [3]
     labels = _color_labels(frames, background_rgb, config)  # [T, H, W]
+    color_areas, detected = _dominant_color(labels, min_pixels)
+    tracked, component, present = _pick_object(labels, color, detected, min_pixels, config.min_present)
+    shape, shape_scores, track, motion, displacement = None, dict.fromkeys(SHAPES, 0.0), [None] * t, None, None
+    if tracked is not None:
+        scores = _shape_scores(frames, component, present, background_rgb)  # [T, 3]
+        shape, shape_scores = _vote_shape(scores[present])
+        track = _centroid_track(component, present)
+        motion, displacement = _fit_motion(track, present, config)
+    return Analysis(
+        frames=t,
+        background_rgb=tuple(float(v) for v in background_rgb),
+        background=_BACKGROUND_NAMES[int(((_BACKGROUND_RGB - background_rgb) ** 2).sum(-1).argmin())],
+        color=detected,
+        color_areas=color_areas,
+        tracked_color=tracked,
+        present_frames=int(present.sum()),
+        shape=shape,
+        shape_scores=shape_scores,
+        motion=motion,
+        displacement=displacement,
+        track=track,
+    )
+
+
+def _dominant_color(labels: np.ndarray, min_pixels: float) -> tuple[dict[str, float], str | None]:
+    """Area of each palette colour (fraction of all pixels) and the colour covering the most (``None`` below
+    ``min_pixels`` per frame), counting only pixels in patches so that scattered noise cannot outvote the object."""
+    t, h, w = labels.shape
     solid = labels[_solid(labels)].astype(np.int64)  # colour pixels inside a patch of their colour
     counts = np.bincount(solid, minlength=len(_PALETTE_NAMES))  # [8]
     color_areas = {c: float(counts[k]) / (t * h * w) for k, c in enumerate(_PALETTE_NAMES)}
     dominant = int(counts.argmax())
-    detected = _PALETTE_NAMES[dominant] if counts[dominant] / t >= min_pixels else None
+    return color_areas, _PALETTE_NAMES[dominant] if counts[dominant] / t >= min_pixels else None
 
-    def components_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+
+def _pick_object(
+    labels: np.ndarray, color: str | None, detected: str | None, min_pixels: float, min_present: float
+) -> tuple[str | None, np.ndarray | None, np.ndarray]:
+    """Colour to track (``None``: no object in any frame), its largest component ``[T, H, W]`` and where it counts
+    ``[T]``: the named ``color`` if present often enough, else the dominant one, so shape and motion are measured."""
+
+    def largest(name: str) -> tuple[np.ndarray, np.ndarray]:  # component [T, H, W], big enough to count [T]
         component, areas = _largest_components(labels == _PALETTE_NAMES.index(name))
         return component, areas >= min_pixels
 
-    tracked, component, present = None, None, np.zeros(t, dtype=bool)
+    tracked, component, present = None, None, np.zeros(labels.shape[0], dtype=bool)
     if color is not None:
-        component, present = components_of(color)
+        component, present = largest(color)
         tracked = color
-    if (tracked is None or present.mean() < config.min_present) and detected is not None and detected != color:
-        component, present = components_of(detected)
+    if (tracked is None or present.mean() < min_present) and detected is not None and detected != color:
+        component, present = largest(detected)
         tracked = detected
-    if tracked is None or not present.any():
-        return Analysis(
-            frames=t,
-            background_rgb=tuple(float(v) for v in background_rgb),
-            background=background,
-            color=detected,
-            color_areas=color_areas,
-            tracked_color=None,
-            present_frames=0,
-            shape=None,
-            shape_scores=dict.fromkeys(SHAPES, 0.0),
-            motion=None,
-            displacement=None,
-            track=[None] * t,
-        )
+    return (tracked if present.any() else None), component, present
 
-    scores = _shape_scores(frames, component, present, background_rgb)  # [T, 3]
-    votes = Counter(int(k) for k in scores[present].argmax(1))
-    mean_scores = scores[present].mean(0)
+
+def _vote_shape(scores: np.ndarray) -> tuple[str, dict[str, float]]:
+    """The shape winning most frames of ``scores`` ``[N, 3]`` (ties: higher mean IoU) and the mean IoUs: a majority
+    ignores the few frames where blur or noise made another template fit better."""
+    votes = Counter(int(k) for k in scores.argmax(1))
+    mean_scores = scores.mean(0)  # [3]
     best_votes = max(votes.values())
     shape = SHAPES[max((k for k, v in votes.items() if v == best_votes), key=lambda k: mean_scores[k])]
+    return shape, {s: float(mean_scores[k]) for k, s in enumerate(SHAPES)}
 
+
+def _centroid_track(component: np.ndarray, present: np.ndarray) -> list[tuple[float, float] | None]:
+    """Centroid ``(x, y)`` of ``component`` ``[T, H, W]`` in frame fractions per frame; ``None`` where not present."""
+    t, h, w = component.shape
     ys = np.arange(h, dtype=np.float64) + 0.5
     xs = np.arange(w, dtype=np.float64) + 0.5
     track: list[tuple[float, float] | None] = [None] * t
     for f in np.flatnonzero(present):
         rows, cols = np.nonzero(component[f])
         track[f] = (float(xs[cols].mean() / w), float(ys[rows].mean() / h))
+    return track
 
-    motion, displacement = None, None
+
+def _fit_motion(track: list, present: np.ndarray, config: EvalConfig) -> tuple[str | None, tuple[float, float] | None]:
+    """Motion and displacement ``(dx, dy)`` over the clip (frame fractions) of a least-squares line through the
+    centroids, so no single noisy frame decides; ``(None, None)`` when seen in too few frames (or one frame)."""
+    t = len(track)
     seen = np.flatnonzero(present)
-    if t > 1 and seen.size >= max(2, math.ceil(config.min_present * t)):
-        pts = np.asarray([track[f] for f in seen])  # [N, 2]
-        slope = np.polyfit(seen.astype(np.float64), pts, 1)[0]  # [2] frame fractions per frame
-        displacement = (float(slope[0] * (t - 1)), float(slope[1] * (t - 1)))
-        motion = _motion_name(*displacement, config.still_threshold)
-
-    return Analysis(
-        frames=t,
-        background_rgb=tuple(float(v) for v in background_rgb),
-        background=background,
-        color=detected,
-        color_areas=color_areas,
-        tracked_color=tracked,
-        present_frames=int(present.sum()),
-        shape=shape,
-        shape_scores={s: float(mean_scores[k]) for k, s in enumerate(SHAPES)},
-        motion=motion,
-        displacement=displacement,
-        track=track,
-    )
+    if t <= 1 or seen.size < max(2, math.ceil(config.min_present * t)):
+        return None, None
+    pts = np.asarray([track[f] for f in seen])  # [N, 2]
+    slope = np.polyfit(seen.astype(np.float64), pts, 1)[0]  # [2] frame fractions per frame
+    displacement = (float(slope[0] * (t - 1)), float(slope[1] * (t - 1)))
+    return _motion_name(*displacement, config.still_threshold), displacement
