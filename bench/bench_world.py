@@ -11,8 +11,11 @@ import time
 import torch
 
 from infinitystar.builtin_text import BuiltinTextEncoder
-from infinitystar.world import WorldDataset, WorldSpec, caption, prompts, render, sample_scene
-from infinitystar.world_eval import evaluate_video
+from infinitystar.world import WorldDataset
+from infinitystar.world_captions import caption, prompts
+from infinitystar.world_render import render
+from infinitystar.world_report import evaluate_video
+from infinitystar.world_scenes import WorldSpec, sample_scene
 
 
 def per_item_ms(fn, n: int) -> float:

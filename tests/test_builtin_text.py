@@ -13,7 +13,8 @@ from infinitystar.builtin_text import EOS, VOCABULARY, BuiltinTextEncoder, token
 from infinitystar.config import get_preset
 from infinitystar.text import TextEncoder, encode_negative_prompt
 from infinitystar.text_prompts import decorate_prompt
-from infinitystar.world import BACKGROUNDS, COLORS, MOTIONS, SHAPES, prompts
+from infinitystar.world_captions import prompts
+from infinitystar.world_scenes import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
 PROMPT = "a red circle moving right on a black background"
 # BuiltinTextEncoder(channels=64) table, version 1, seed 0, 4096 buckets

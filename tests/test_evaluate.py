@@ -22,8 +22,10 @@ from infinitystar.evaluate import PARTIAL_FILE
 from infinitystar.media import read_video, write_video
 from infinitystar.pipeline import InfinityStarPipeline
 from infinitystar.prompt_files import read_prompt_file
-from infinitystar.world import HELDOUT_COMBOS, MOTION_DIRECTIONS, Scene, parse_caption, render
-from infinitystar.world_eval import evaluate as world_evaluate
+from infinitystar.world_captions import parse_caption
+from infinitystar.world_render import render
+from infinitystar.world_report import evaluate as world_evaluate
+from infinitystar.world_scenes import HELDOUT_COMBOS, MOTION_DIRECTIONS, Scene
 from pipeline_fixture import TINY_PIPELINE, make_released_layout
 
 

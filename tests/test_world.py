@@ -10,26 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from infinitystar import world as W
 from infinitystar.media import read_image, read_video
-from infinitystar.world import (
+from infinitystar.world import WorldDataset, write_world
+from infinitystar.world_captions import caption, parse_caption, prompts
+from infinitystar.world_render import render
+from infinitystar.world_scenes import (
     ALL_COMBOS,
     BACKGROUNDS,
     COLORS,
     HELDOUT_COMBOS,
     MIN_BACKGROUND_DISTANCE,
+    MOTION_DIRECTIONS,
     MOTIONS,
     SHAPES,
     TRAIN_COMBOS,
     Scene,
-    WorldDataset,
     WorldSpec,
-    caption,
-    parse_caption,
-    prompts,
-    render,
+    allowed_backgrounds,
     sample_scene,
-    write_world,
 )
 
 SIZE = 64
@@ -233,7 +231,7 @@ def test_background_is_never_the_object_color():
         s = sample_scene(g)
         assert math.dist(COLORS[s.color], BACKGROUNDS[s.background]) >= MIN_BACKGROUND_DISTANCE
     for color in COLORS:
-        assert W.allowed_backgrounds(color)
+        assert allowed_backgrounds(color)
     for bg in BACKGROUNDS.values():  # and never close to any palette colour
         assert min(math.dist(bg, c) for c in COLORS.values()) >= MIN_BACKGROUND_DISTANCE
 
@@ -260,9 +258,9 @@ def test_motion_is_visible_and_object_stays_inside():
         if scene.motion == "staying still":
             assert math.hypot(dx, dy) < 0.02
         else:
-            ex, ey = W.MOTION_DIRECTIONS[scene.motion]
+            ex, ey = MOTION_DIRECTIONS[scene.motion]
             along = dx * ex + dy * ey
-            assert along > W.WorldSpec().travel_range[0] - 0.03, (scene, along)  # pixel rounding
+            assert along > WorldSpec().travel_range[0] - 0.03, (scene, along)  # pixel rounding
             assert abs(dx * ey) + abs(dy * ex) < 0.02  # no drift across the motion
     assert set(seen) == set(MOTIONS)
 

@@ -38,8 +38,9 @@ from infinitystar.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import build_schedule
 from infinitystar.vae import VideoVAE
 from infinitystar.vae_checkpoint import vae_weights_file
-from infinitystar.world import WorldDataset, WorldSpec
-from infinitystar.world_eval import evaluate_video
+from infinitystar.world import WorldDataset
+from infinitystar.world_report import evaluate_video
+from infinitystar.world_scenes import WorldSpec
 
 SMALL_WORLD = WorldSpec(frames=17, size=128, size_range=(0.18, 0.30), travel_range=(0.30, 0.50))  # run.sh's SMALL
 MODEL_WORLD = WorldSpec(frames=17, size=128)

@@ -42,7 +42,7 @@ EOS = "</s>"
 
 VOCABULARY: tuple[str, ...] = (
     EOS,
-    # the procedural world's grammar (world.COLORS, SHAPES, MOTIONS, BACKGROUNDS)
+    # the procedural world's grammar (world_scenes.COLORS, SHAPES, MOTIONS, BACKGROUNDS)
     "a", "an", "on", "background", "moving", "staying", "still",
     "left", "right", "up", "down",
     "red", "green", "blue", "yellow", "white", "orange", "purple", "cyan",

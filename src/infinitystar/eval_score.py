@@ -101,7 +101,7 @@ def parse_metrics(
 
 
 def _world_split(parsed) -> str:
-    from .world import HELDOUT_COMBOS
+    from .world_scenes import HELDOUT_COMBOS
 
     if parsed.motion is None:
         return "image"
@@ -109,7 +109,7 @@ def _world_split(parsed) -> str:
 
 
 def _parse_world(prompt: str):
-    from .world import parse_caption
+    from .world_captions import parse_caption
 
     try:
         return parse_caption(prompt)
@@ -119,7 +119,7 @@ def _parse_world(prompt: str):
 
 def _world_scores(frames: np.ndarray, prompt: str, parsed) -> dict:
     """The ``world`` entry of a row: the split, which attributes the video got right, and what was detected."""
-    from .world_eval import evaluate_video
+    from .world_report import evaluate_video
 
     report = evaluate_video(frames, prompt)
     a = report.analysis

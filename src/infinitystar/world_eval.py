@@ -1,9 +1,10 @@
-"""Analytic evaluation of generated world videos and images: does the video show what its caption asks for?
+"""Analytic reading of generated world videos and images: which background, colour, shape and motion they show.
 
-The procedural world (:mod:`infinitystar.world`) is simple enough to be scored without any learned model. For each
-video and its caption this module finds the named object by colour, classifies its shape, measures its motion, and
-compares all three (and the background) with the caption. Averaged over many prompts, these flags are the
-prompt-following accuracy of a model trained on the world; over held-out prompts, its compositional generalisation.
+The procedural world (:mod:`infinitystar.world_scenes`) is simple enough to be read back without any learned model.
+For each video (and optionally the colour its prompt names) this module finds the object by colour, classifies its
+shape and measures its motion. :mod:`infinitystar.world_report` compares the result with the caption and averages
+the flags into prompt-following accuracy; this module is the measurement alone, with no caption parsing, so it can
+also describe videos that have no world prompt.
 
 How, and why it tolerates generation noise:
 
@@ -28,26 +29,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .world import BACKGROUNDS, COLORS, SHAPES, ParsedCaption, _signed_distance, parse_caption
+from .world_render import _signed_distance
+from .world_scenes import BACKGROUNDS, COLORS, SHAPES
 
-__all__ = [
-    "Analysis",
-    "EvalConfig",
-    "EvalSummary",
-    "VideoReport",
-    "analyze",
-    "evaluate",
-    "evaluate_video",
-    "psnr",
-    "to_frames",
-]
+__all__ = ["Analysis", "EvalConfig", "analyze", "psnr", "to_frames"]
 
 _PALETTE_NAMES = tuple(COLORS)
 _PALETTE = np.asarray([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float32)  # [8, 3]
@@ -325,7 +316,7 @@ def _motion_name(dx: float, dy: float, still: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Analysis of one video (no prompt needed) and evaluation against a prompt
+# Analysis of one video (no prompt needed)
 
 
 @dataclass
@@ -365,203 +356,96 @@ def analyze(video, color: str | None = None, config: EvalConfig | None = None) -
 
 
 def _analyze_frames(frames: np.ndarray, color: str | None, config: EvalConfig) -> Analysis:
-    """:func:`analyze` on float32 ``[T, H, W, 3]`` frames on the 0-255 scale."""
+    """:func:`analyze` on float32 ``[T, H, W, 3]`` frames on the 0-255 scale (the report converts them only once)."""
     t, h, w, _ = frames.shape
     min_pixels = max(1.0, config.min_area * h * w)
-
-    background_rgb = _measure_background(frames, config.border)
-    background = _BACKGROUND_NAMES[int(((_BACKGROUND_RGB - background_rgb) ** 2).sum(-1).argmin())]
+    background_rgb = _measure_background(frames, config.border)  # [3]
     labels = _color_labels(frames, background_rgb, config)  # [T, H, W]
-    solid = labels[_solid(labels)].astype(np.int64)  # colour pixels inside a patch of their colour
-    counts = np.bincount(solid, minlength=len(_PALETTE_NAMES))  # [8]
-    color_areas = {c: float(counts[k]) / (t * h * w) for k, c in enumerate(_PALETTE_NAMES)}
-    dominant = int(counts.argmax())
-    detected = _PALETTE_NAMES[dominant] if counts[dominant] / t >= min_pixels else None
-
-    def components_of(name: str) -> tuple[np.ndarray, np.ndarray]:
-        component, areas = _largest_components(labels == _PALETTE_NAMES.index(name))
-        return component, areas >= min_pixels
-
-    tracked, component, present = None, None, np.zeros(t, dtype=bool)
-    if color is not None:
-        component, present = components_of(color)
-        tracked = color
-    if (tracked is None or present.mean() < config.min_present) and detected is not None and detected != color:
-        component, present = components_of(detected)
-        tracked = detected
-    if tracked is None or not present.any():
-        return Analysis(
-            frames=t,
-            background_rgb=tuple(float(v) for v in background_rgb),
-            background=background,
-            color=detected,
-            color_areas=color_areas,
-            tracked_color=None,
-            present_frames=0,
-            shape=None,
-            shape_scores=dict.fromkeys(SHAPES, 0.0),
-            motion=None,
-            displacement=None,
-            track=[None] * t,
-        )
-
-    scores = _shape_scores(frames, component, present, background_rgb)  # [T, 3]
-    votes = Counter(int(k) for k in scores[present].argmax(1))
-    mean_scores = scores[present].mean(0)
-    best_votes = max(votes.values())
-    shape = SHAPES[max((k for k, v in votes.items() if v == best_votes), key=lambda k: mean_scores[k])]
-
-    ys = np.arange(h, dtype=np.float64) + 0.5
-    xs = np.arange(w, dtype=np.float64) + 0.5
-    track: list[tuple[float, float] | None] = [None] * t
-    for f in np.flatnonzero(present):
-        rows, cols = np.nonzero(component[f])
-        track[f] = (float(xs[cols].mean() / w), float(ys[rows].mean() / h))
-
-    motion, displacement = None, None
-    seen = np.flatnonzero(present)
-    if t > 1 and seen.size >= max(2, math.ceil(config.min_present * t)):
-        pts = np.asarray([track[f] for f in seen])  # [N, 2]
-        slope = np.polyfit(seen.astype(np.float64), pts, 1)[0]  # [2] frame fractions per frame
-        displacement = (float(slope[0] * (t - 1)), float(slope[1] * (t - 1)))
-        motion = _motion_name(*displacement, config.still_threshold)
-
+    color_areas, detected = _dominant_color(labels, min_pixels)
+    tracked, component, present = _pick_object(labels, color, detected, min_pixels, config.min_present)
+    shape, shape_scores, track, motion, displacement = None, dict.fromkeys(SHAPES, 0.0), [None] * t, None, None
+    if tracked is not None:
+        scores = _shape_scores(frames, component, present, background_rgb)  # [T, 3]
+        shape, shape_scores = _vote_shape(scores[present])
+        track = _centroid_track(component, present)
+        motion, displacement = _fit_motion(track, present, config)
     return Analysis(
         frames=t,
         background_rgb=tuple(float(v) for v in background_rgb),
-        background=background,
+        background=_BACKGROUND_NAMES[int(((_BACKGROUND_RGB - background_rgb) ** 2).sum(-1).argmin())],
         color=detected,
         color_areas=color_areas,
         tracked_color=tracked,
         present_frames=int(present.sum()),
         shape=shape,
-        shape_scores={s: float(mean_scores[k]) for k, s in enumerate(SHAPES)},
+        shape_scores=shape_scores,
         motion=motion,
         displacement=displacement,
         track=track,
     )
 
 
-@dataclass
-class VideoReport:
-    """One video against its prompt: what was found, and a correct flag per field.
-
-    ``color_found``: the named colour is present (as an object) in enough frames. ``motion_correct`` is ``None`` for
-    an image prompt. ``all_correct`` needs colour, shape and (for videos) motion; the background is reported but not
-    part of it. ``first_frame_psnr`` is set when a reference image was given (image-to-video).
-    """
-
-    prompt: str
-    expected: ParsedCaption
-    analysis: Analysis
-    color_found: bool
-    color_correct: bool
-    shape_correct: bool
-    motion_correct: bool | None
-    background_correct: bool
-    all_correct: bool
-    first_frame_psnr: float | None = None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["analysis"].pop("track")
-        return d
+def _dominant_color(labels: np.ndarray, min_pixels: float) -> tuple[dict[str, float], str | None]:
+    """Area of each palette colour (fraction of all pixels) and the colour covering the most (``None`` below
+    ``min_pixels`` per frame), counting only pixels in patches so that scattered noise cannot outvote the object."""
+    t, h, w = labels.shape
+    solid = labels[_solid(labels)].astype(np.int64)  # colour pixels inside a patch of their colour
+    counts = np.bincount(solid, minlength=len(_PALETTE_NAMES))  # [8]
+    color_areas = {c: float(counts[k]) / (t * h * w) for k, c in enumerate(_PALETTE_NAMES)}
+    dominant = int(counts.argmax())
+    return color_areas, _PALETTE_NAMES[dominant] if counts[dominant] / t >= min_pixels else None
 
 
-def evaluate_video(video, prompt: str, *, reference=None, config: EvalConfig | None = None) -> VideoReport:
-    """Score one generated video (or image) against its world caption.
+def _pick_object(
+    labels: np.ndarray, color: str | None, detected: str | None, min_pixels: float, min_present: float
+) -> tuple[str | None, np.ndarray | None, np.ndarray]:
+    """Colour to track (``None``: no object in any frame), its largest component ``[T, H, W]`` and where it counts
+    ``[T]``: the named ``color`` if present often enough, else the dominant one, so shape and motion are measured."""
 
-    ``prompt`` must follow the world grammar (``world.parse_caption``; a ``<<<t=Ns>>>`` tag is allowed). A video
-    prompt evaluated on a single frame cannot show motion, so its motion is wrong. ``reference`` (an image) adds
-    the PSNR of the first frame to it.
-    """
-    config = config or EvalConfig()
-    expected = parse_caption(prompt)
-    frames = to_frames(video)
-    analysis = _analyze_frames(frames, expected.color, config)
-    found = analysis.tracked_color == expected.color and analysis.present_frames >= max(
-        1, math.ceil(config.min_present * analysis.frames)
-    )
-    color_ok = analysis.color == expected.color
-    shape_ok = analysis.shape == expected.shape
-    motion_ok = None if expected.motion is None else analysis.motion == expected.motion
-    first_psnr = None
-    if reference is not None:
-        first_psnr = _psnr(frames[:1], to_frames(reference, "reference")[:1], "first frame")
-    return VideoReport(
-        prompt=prompt,
-        expected=expected,
-        analysis=analysis,
-        color_found=found,
-        color_correct=color_ok,
-        shape_correct=shape_ok,
-        motion_correct=motion_ok,
-        background_correct=analysis.background == expected.background,
-        all_correct=color_ok and shape_ok and motion_ok is not False,
-        first_frame_psnr=first_psnr,
-    )
+    def largest(name: str) -> tuple[np.ndarray, np.ndarray]:  # component [T, H, W], big enough to count [T]
+        component, areas = _largest_components(labels == _PALETTE_NAMES.index(name))
+        return component, areas >= min_pixels
+
+    tracked, component, present = None, None, np.zeros(labels.shape[0], dtype=bool)
+    if color is not None:
+        component, present = largest(color)
+        tracked = color
+    if (tracked is None or present.mean() < min_present) and detected is not None and detected != color:
+        component, present = largest(detected)
+        tracked = detected
+    return (tracked if present.any() else None), component, present
 
 
-@dataclass
-class EvalSummary:
-    """Prompt-following accuracy over a list of videos (fractions in [0, 1]).
-
-    ``motion`` averages over video prompts only (``None`` if there were none); ``first_frame_psnr`` is the mean over
-    the videos that had a reference (``None`` if none had one).
-    """
-
-    n: int
-    color: float
-    shape: float
-    motion: float | None
-    all: float
-    background: float
-    first_frame_psnr: float | None
-    reports: list[VideoReport] = field(repr=False)
-
-    def to_dict(self, with_reports: bool = False) -> dict:
-        d = {k: getattr(self, k) for k in ("n", "color", "shape", "motion", "all", "background", "first_frame_psnr")}
-        if with_reports:
-            d["reports"] = [r.to_dict() for r in self.reports]
-        return d
-
-    def __str__(self) -> str:
-        def pct(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.1f}%"
-
-        psnr_text = "n/a" if self.first_frame_psnr is None else f"{self.first_frame_psnr:.2f} dB"
-        return (
-            f"{self.n} videos: color {pct(self.color)}, shape {pct(self.shape)}, motion {pct(self.motion)}, "
-            f"all {pct(self.all)}, background {pct(self.background)}, first-frame PSNR {psnr_text}"
-        )
+def _vote_shape(scores: np.ndarray) -> tuple[str, dict[str, float]]:
+    """The shape winning most frames of ``scores`` ``[N, 3]`` (ties: higher mean IoU) and the mean IoUs: a majority
+    ignores the few frames where blur or noise made another template fit better."""
+    votes = Counter(int(k) for k in scores.argmax(1))
+    mean_scores = scores.mean(0)  # [3]
+    best_votes = max(votes.values())
+    shape = SHAPES[max((k for k, v in votes.items() if v == best_votes), key=lambda k: mean_scores[k])]
+    return shape, {s: float(mean_scores[k]) for k, s in enumerate(SHAPES)}
 
 
-def evaluate(
-    videos: Sequence, prompts: Sequence[str], *, references: Sequence | None = None, config: EvalConfig | None = None
-) -> EvalSummary:
-    """Evaluate ``videos[i]`` against ``prompts[i]`` (and ``references[i]``, an image or ``None``) and aggregate."""
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of str, one per video (wrap a single prompt in a list)")
-    if len(videos) != len(prompts):
-        raise ValueError(f"got {len(videos)} videos but {len(prompts)} prompts; give one prompt per video")
-    if references is not None and len(references) != len(videos):
-        raise ValueError(f"got {len(references)} references for {len(videos)} videos; give one (or None) per video")
-    if not len(videos):
-        raise ValueError("nothing to evaluate: the list of videos is empty")
-    refs = references if references is not None else [None] * len(videos)
-    reports = [evaluate_video(v, p, reference=r, config=config) for v, p, r in zip(videos, prompts, refs)]
+def _centroid_track(component: np.ndarray, present: np.ndarray) -> list[tuple[float, float] | None]:
+    """Centroid ``(x, y)`` of ``component`` ``[T, H, W]`` in frame fractions per frame; ``None`` where not present."""
+    t, h, w = component.shape
+    ys = np.arange(h, dtype=np.float64) + 0.5
+    xs = np.arange(w, dtype=np.float64) + 0.5
+    track: list[tuple[float, float] | None] = [None] * t
+    for f in np.flatnonzero(present):
+        rows, cols = np.nonzero(component[f])
+        track[f] = (float(xs[cols].mean() / w), float(ys[rows].mean() / h))
+    return track
 
-    def mean(flags: list) -> float | None:
-        return sum(flags) / len(flags) if flags else None
 
-    psnrs = [r.first_frame_psnr for r in reports if r.first_frame_psnr is not None]
-    return EvalSummary(
-        n=len(reports),
-        color=mean([r.color_correct for r in reports]),
-        shape=mean([r.shape_correct for r in reports]),
-        motion=mean([r.motion_correct for r in reports if r.motion_correct is not None]),
-        all=mean([r.all_correct for r in reports]),
-        background=mean([r.background_correct for r in reports]),
-        first_frame_psnr=(sum(psnrs) / len(psnrs)) if psnrs else None,
-        reports=reports,
-    )
+def _fit_motion(track: list, present: np.ndarray, config: EvalConfig) -> tuple[str | None, tuple[float, float] | None]:
+    """Motion and displacement ``(dx, dy)`` over the clip (frame fractions) of a least-squares line through the
+    centroids, so no single noisy frame decides; ``(None, None)`` when seen in too few frames (or one frame)."""
+    t = len(track)
+    seen = np.flatnonzero(present)
+    if t <= 1 or seen.size < max(2, math.ceil(config.min_present * t)):
+        return None, None
+    pts = np.asarray([track[f] for f in seen])  # [N, 2]
+    slope = np.polyfit(seen.astype(np.float64), pts, 1)[0]  # [2] frame fractions per frame
+    displacement = (float(slope[0] * (t - 1)), float(slope[1] * (t - 1)))
+    return _motion_name(*displacement, config.still_threshold), displacement

@@ -478,7 +478,8 @@ def build_data_source(cfg: DataConfig) -> Any:
     if cfg.source == "smooth":
         return SmoothClips(cfg.frames, cfg.height, cfg.width, cfg.seed, cfg.num_clips)
     if cfg.source == "world":
-        from ..world import WorldDataset, WorldSpec
+        from ..world import WorldDataset
+        from ..world_scenes import WorldSpec
 
         spec = WorldSpec.with_ranges(cfg.frames, (cfg.height, cfg.width), cfg.size_range, cfg.travel_range)
         return WorldDataset(cfg.num_clips if cfg.num_clips > 0 else 100_000, seed=cfg.seed, spec=spec)
