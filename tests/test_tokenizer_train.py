@@ -204,9 +204,12 @@ def test_resume_after_interruption_is_exact(tmp_path):
         crashing.fit()
     logged = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3]
+    with (tmp_path / "cut" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "l1"')  # a run killed mid-write leaves a partial last line: dropped on resume
 
     resumed = TokenizerTrainer(cfg, tmp_path / "cut", from_scratch=True, progress=False)
-    got = _losses(resumed.fit(resume=True))
+    with pytest.warns(UserWarning, match="unreadable metrics line"):
+        got = _losses(resumed.fit(resume=True))
     assert [m["step"] for m in got] == [3, 4]
     assert got == expected[2:]  # identical losses, entropies, PSNR, GAN terms
     assert "d_loss" in got[-1] and "d_loss" not in expected[1]
@@ -320,7 +323,7 @@ def test_config_round_trips_and_rejects_bad_values():
     cfg = tiny_config("quantized")
     assert TokenizerTrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     assert TokenizerTrainConfig.from_dict({"vae": "tiny"}).vae.block_out_channels == (8, 16, 16, 16, 16)
-    with pytest.raises(ValueError, match=r"unknown config\.loss fields \['l3_weight'\]"):
+    with pytest.raises(ValueError, match=r"unknown tokenizer training config key\(s\) \['loss\.l3_weight'\]"):
         TokenizerTrainConfig.from_dict({"loss": {"l3_weight": 1.0}})
     with pytest.raises(ValueError, match="1 \\+ 4k"):
         TokenizerTrainConfig.from_dict({"data": {"frames": 8}})
@@ -328,7 +331,7 @@ def test_config_round_trips_and_rejects_bad_values():
         TokenizerTrainConfig.from_dict({"stage": "discrete"})
     with pytest.raises(ValueError, match="unknown VAE preset"):
         TokenizerTrainConfig.from_dict({"vae": "huge"})
-    with pytest.raises(ValueError, match="must be float"):
+    with pytest.raises(ValueError, match="optim.lr must be a number, got 'fast'"):
         TokenizerTrainConfig.from_dict({"optim": {"lr": "fast"}})
 
 

@@ -13,9 +13,10 @@ from infinitystar.media import write_video
 from infinitystar.text import TextEncoder
 from infinitystar.text_prompts import duration_tag
 from infinitystar.train.captions import CaptionOptions
-from infinitystar.train.dataset import LatentDataset, MediaDataset, MediaSample, TrainSample
+from infinitystar.train.dataset import LatentDataset, TrainSample
 from infinitystar.train.latent_cache import CacheError, read_index
 from infinitystar.train.latent_extract import extract_latents
+from infinitystar.train.media_dataset import MediaDataset, MediaSample
 from infinitystar.vae import VideoVAE
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)

@@ -178,26 +178,10 @@ def schedule_from_scales(
     """
     shapes = [tuple(int(v) for v in s) for s in scale_shapes]
     k = int(scales_per_clip)
-    if k < 1 or not shapes or len(shapes) % k:
-        raise ValueError(f"{len(shapes)} scales do not split into pyramids of {k} scales")
-    if any(len(s) != 3 or min(s) < 1 for s in shapes):
-        raise ValueError(f"every scale must be (pt, ph, pw) with positive sizes, got {shapes}")
-    if any(s[0] != 1 for s in shapes[:k]):
-        raise ValueError("the image pyramid (the first scales_per_clip scales) must have pt = 1")
+    _check_pyramids(shapes, k)
     image_rep = _parse_repetitions(image_repetition, k, "image_repetition")
     video_rep = _parse_repetitions(video_repetition, k, "video_repetition")
-    num_clips = len(shapes) // k
-    starts = [0]
-    for c in range(1, num_clips):
-        pts = {s[0] for s in shapes[c * k : (c + 1) * k]}
-        if len(pts) != 1:
-            raise ValueError(f"all scales of clip {c} must have the same pt, got {sorted(pts)}")
-        prev_pt = shapes[(c - 1) * k][0]
-        starts.append(starts[-1] + prev_pt)
-    if clip_frame_starts is not None:
-        starts = [int(v) for v in clip_frame_starts]
-        if len(starts) != num_clips:
-            raise ValueError(f"clip_frame_starts needs {num_clips} entries, got {len(starts)}")
+    starts = _clip_frame_starts(shapes, k, clip_frame_starts)
     scales = []
     step = 0
     for i, shape in enumerate(shapes):
@@ -219,11 +203,39 @@ def schedule_from_scales(
             )
         )
         step += reps
-    for c in range(num_clips):  # a pyramid must end at its full size, where the running sum lives
-        last = shapes[c * k + k - 1]
-        if any(s[1] > last[1] or s[2] > last[2] for s in shapes[c * k : (c + 1) * k]):
-            raise ValueError(f"clip {c}: its last scale must be the largest, got {shapes[c * k : (c + 1) * k]}")
     return Schedule(tuple(scales), k, semantic_dim, detail_dim)
+
+
+def _check_pyramids(shapes: list[tuple[int, ...]], k: int) -> None:
+    """Scales ``(pt, ph, pw)`` must split into pyramids of ``k`` scales: the first (the image) with ``pt = 1``,
+    each with one ``pt`` and ending at its largest size (where the running sum of the clip lives)."""
+    if k < 1 or not shapes or len(shapes) % k:
+        raise ValueError(f"{len(shapes)} scales do not split into pyramids of {k} scales")
+    if any(len(s) != 3 or min(s) < 1 for s in shapes):
+        raise ValueError(f"every scale must be (pt, ph, pw) with positive sizes, got {shapes}")
+    if any(s[0] != 1 for s in shapes[:k]):
+        raise ValueError("the image pyramid (the first scales_per_clip scales) must have pt = 1")
+    for c in range(len(shapes) // k):
+        clip = shapes[c * k : (c + 1) * k]
+        pts = {s[0] for s in clip}
+        if len(pts) != 1:
+            raise ValueError(f"all scales of clip {c} must have the same pt, got {sorted(pts)}")
+        if any(s[1] > clip[-1][1] or s[2] > clip[-1][2] for s in clip):
+            raise ValueError(f"clip {c}: its last scale must be the largest, got {clip}")
+
+
+def _clip_frame_starts(shapes: list[tuple[int, ...]], k: int, given: Sequence[int] | None) -> list[int]:
+    """First latent frame of every clip: ``given``, else the image at 0 and each clip after the previous one."""
+    num_clips = len(shapes) // k
+    if given is not None:
+        starts = [int(v) for v in given]
+        if len(starts) != num_clips:
+            raise ValueError(f"clip_frame_starts needs {num_clips} entries, got {len(starts)}")
+        return starts
+    starts = [0]
+    for c in range(1, num_clips):
+        starts.append(starts[-1] + shapes[(c - 1) * k][0])
+    return starts
 
 
 @dataclass(frozen=True)

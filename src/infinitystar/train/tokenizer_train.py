@@ -486,7 +486,7 @@ def build_data_source(cfg: DataConfig) -> Any:
     if cfg.source == "media":
         if not cfg.manifest:
             raise ValueError("data.source 'media' needs data.manifest (CLI: --data <manifest file>)")
-        from .dataset import MediaDataset
+        from .media_dataset import MediaDataset
 
         resolution = cfg.resolution if cfg.resolution is not None else f"{cfg.height}x{cfg.width}"
         ds = MediaDataset(
