@@ -106,7 +106,7 @@ def test_quantized_stage_inherits_the_continuous_vae(tmp_path):
 
 
 def test_fitted_latent_scale_quantises_better(tmp_path):
-    from infinitystar.train.tokenizer_losses import quantize_pyramid_ste
+    from infinitystar.train.tokenizer_pyramid import quantize_pyramid_ste
 
     trainer = TokenizerTrainer(tiny_config("quantized"), tmp_path, from_scratch=True, progress=False)
     video = trainer.stream.batch(0)

@@ -8,7 +8,7 @@ is followed here and every unknown is a documented, configurable choice:
 - **Stage 2, ``quantized``**: the same VAE initialised from stage 1 (``init=``, the paper's
   knowledge inheritance) or from scratch (``from_scratch=True``, for an equal-budget
   comparison), trained with the multi-scale BSQ in the loop
-  (:func:`~infinitystar.train.tokenizer_losses.quantize_pyramid_ste`, bit-identical codes to
+  (:func:`~infinitystar.train.tokenizer_pyramid.quantize_pyramid_ste`, bit-identical codes to
   ``encode_pyramid``), stochastic quantizer depth, and the BSQ commitment / entropy terms.
 
 One step (generator side): ``video -> encode_moments -> sample -> proj_down * scale ->
@@ -55,17 +55,14 @@ from .metrics import truncate_metrics
 from .optim import LRSchedule
 from .perceptual import PerceptualLoss
 from .tokenizer_losses import (
-    BSQLossConfig,
     adaptive_gan_weight,
-    draw_quantizer_depth,
     hinge_d_loss,
     hinge_g_loss,
     kl_divergence,
     l1_loss,
-    quantize_pyramid_ste,
     reconstruction_psnr,
-    tokenizer_schedule,
 )
+from .tokenizer_pyramid import BSQLossConfig, draw_quantizer_depth, quantize_pyramid_ste, tokenizer_schedule
 
 __all__ = [
     "STAGES",
