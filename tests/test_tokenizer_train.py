@@ -12,17 +12,15 @@ import torch
 from infinitystar.cli import main
 from infinitystar.config import VAEConfig
 from infinitystar.train.discriminator import DiscriminatorConfig
-from infinitystar.train.tokenizer_train import (
-    ClipStream,
+from infinitystar.train.tokenizer_config import (
     DataConfig,
     LossConfig,
     OptimConfig,
     QuantizerConfig,
-    SmoothClips,
     TokenizerTrainConfig,
-    TokenizerTrainer,
-    build_data_source,
 )
+from infinitystar.train.tokenizer_data import ClipStream, SmoothClips, build_data_source
+from infinitystar.train.tokenizer_train import TokenizerTrainer
 from infinitystar.vae import VideoVAE
 from infinitystar.vae_checkpoint import load_original_vae_state_dict, read_original_vae_state
 from infinitystar.world import WorldSpec

@@ -39,6 +39,7 @@ __all__ = [
     "draw_quantizer_depth",
     "bsq_entropy",
     "quantize_pyramid_ste",
+    "best_latent_scale",
 ]
 
 
@@ -325,3 +326,21 @@ def quantize_pyramid_ste(
 
     quantized = walk_pyramid(latent, schedule, step)
     return terms.output(latent, quantized, keep)
+
+
+@torch.no_grad()
+def best_latent_scale(features: Tensor, schedule: Schedule, config: BSQLossConfig | None = None) -> float:
+    """The latent scale at which the pyramid quantises ``features [B, 64, t, h, w]`` best.
+
+    Why: BSQ codes have unit norm per step, and a continuous VAE's features have no reason to
+    match that magnitude; a poor scale wastes the coarse steps on magnitude instead of content.
+    The scale ``s`` is chosen on the grid ``2^(j/4)``, ``s in [1/64, 4]``, to minimise the
+    decoder-side error ``|Q(s z) / s - z|`` of the un-scaled features ``z`` (ties: the smaller).
+    """
+    best, best_err = 1.0, math.inf
+    for j in range(-24, 9):
+        s = 2.0 ** (j / 4)
+        err = float((quantize_pyramid_ste(features * s, schedule, config=config).latent / s - features).norm())
+        if err < best_err:
+            best, best_err = s, err
+    return best
