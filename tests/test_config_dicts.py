@@ -13,7 +13,7 @@ from infinitystar.config import TransformerConfig, VAEConfig
 from infinitystar.config_dicts import ConfigError, describe, from_dict
 from infinitystar.gen_plan import PipelineConfig
 from infinitystar.train.config import TrainConfig
-from infinitystar.train.tokenizer_train import TokenizerTrainConfig
+from infinitystar.train.tokenizer_config import TokenizerTrainConfig
 
 BASE = {"schedule": {"scales": [[1, 1], [2, 2]]}, "data": {"synthetic": {"latent_hw": [2, 2]}}}
 

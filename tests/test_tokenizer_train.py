@@ -12,17 +12,15 @@ import torch
 from infinitystar.cli import main
 from infinitystar.config import VAEConfig
 from infinitystar.train.discriminator import DiscriminatorConfig
-from infinitystar.train.tokenizer_train import (
-    ClipStream,
+from infinitystar.train.tokenizer_config import (
     DataConfig,
     LossConfig,
     OptimConfig,
     QuantizerConfig,
-    SmoothClips,
     TokenizerTrainConfig,
-    TokenizerTrainer,
-    build_data_source,
 )
+from infinitystar.train.tokenizer_data import ClipStream, SmoothClips, build_data_source
+from infinitystar.train.tokenizer_train import TokenizerTrainer
 from infinitystar.vae import VideoVAE
 from infinitystar.vae_checkpoint import load_original_vae_state_dict, read_original_vae_state
 from infinitystar.world_scenes import WorldSpec
@@ -106,7 +104,7 @@ def test_quantized_stage_inherits_the_continuous_vae(tmp_path):
 
 
 def test_fitted_latent_scale_quantises_better(tmp_path):
-    from infinitystar.train.tokenizer_losses import quantize_pyramid_ste
+    from infinitystar.train.tokenizer_pyramid import quantize_pyramid_ste
 
     trainer = TokenizerTrainer(tiny_config("quantized"), tmp_path, from_scratch=True, progress=False)
     video = trainer.stream.batch(0)

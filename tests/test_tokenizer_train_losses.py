@@ -14,14 +14,11 @@ from infinitystar.quantizer import RunningSum, encode_pyramid
 from infinitystar.schedule import build_schedule, schedule_from_scales
 from infinitystar.train.discriminator import DiscriminatorConfig, PatchDiscriminator
 from infinitystar.train.perceptual import PerceptualLoss, VGG16Features
-from infinitystar.train.tokenizer_losses import (
+from infinitystar.train.tokenizer_losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, kl_divergence
+from infinitystar.train.tokenizer_pyramid import (
     BSQLossConfig,
-    adaptive_gan_weight,
     bsq_entropy,
     draw_quantizer_depth,
-    hinge_d_loss,
-    hinge_g_loss,
-    kl_divergence,
     quantize_pyramid_ste,
     tokenizer_schedule,
 )

@@ -7,7 +7,8 @@ import pytest
 from infinitystar.config import VAEConfig
 from infinitystar.train.config import TrainConfig
 from infinitystar.train.optim import LRSchedule
-from infinitystar.train.tokenizer_train import DataConfig, OptimConfig, TokenizerTrainConfig, TokenizerTrainer
+from infinitystar.train.tokenizer_config import DataConfig, OptimConfig, TokenizerTrainConfig
+from infinitystar.train.tokenizer_train import TokenizerTrainer
 from infinitystar.train.trainer import Trainer
 
 

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config_dicts import apply_overrides, parse_override
     from .config import read_recipe
-    from .tokenizer_train import TokenizerTrainConfig, TokenizerTrainer
+    from .tokenizer_config import TokenizerTrainConfig
+    from .tokenizer_train import TokenizerTrainer
 
     recipe = apply_overrides(read_recipe(args.config), dict(parse_override(item) for item in args.set))
     cfg = TokenizerTrainConfig.from_dict(recipe)
