@@ -225,14 +225,14 @@ def test_resume_after_interruption_is_exact(tmp_path):
 
 
 def test_prefilled_adam_state_equals_lazy_initialisation():
-    from infinitystar.train.tokenizer_train import _init_adam_state
+    from infinitystar.train.optim import init_adam_state
 
     torch.manual_seed(0)
     a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     b.load_state_dict(a.state_dict())
     opt_a = torch.optim.AdamW(a.parameters(), lr=0.1, betas=(0.9, 0.95), weight_decay=0.01)
     opt_b = torch.optim.AdamW(b.parameters(), lr=0.1, betas=(0.9, 0.95), weight_decay=0.01)
-    _init_adam_state(opt_b)
+    init_adam_state(opt_b)
     x = torch.randn(5, 4)
     for i in range(3):
         for model, opt in ((a, opt_a), (b, opt_b)):

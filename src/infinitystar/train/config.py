@@ -13,7 +13,6 @@ folder (``config.json``) so that a run can be reproduced and resumed.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -24,12 +23,13 @@ from .. import config_dicts
 from ..config import TransformerConfig, get_preset
 from ..config_dicts import apply_overrides
 from ..sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
+from .optim import LR_SCHEDULES
+from .recipe import read_recipe
 
 #: The original's ``video_var_len_prob`` for 480p ('[40,30,20,6,3,1,60,40,12,6,2]').
 ORIGINAL_VAR_LEN_PROBS: tuple[float, ...] = (40, 30, 20, 6, 3, 1, 60, 40, 12, 6, 2)
 
 PRECISIONS = ("auto", "bf16", "fp32")
-LR_SCHEDULES = ("constant", "cosine")
 PARAM_DTYPES = ("float32", "bfloat16")
 
 
@@ -298,17 +298,3 @@ class TrainConfig:
         from ..files import write_json
 
         write_json(path, self.to_dict())
-
-
-def read_recipe(path: str | Path, what: str = "recipe") -> dict:
-    """The JSON object of a recipe file, with one clear error for a missing file, bad JSON or a non-object."""
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{what} file not found: {p} (expected a JSON file)")
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what} {p} is not valid JSON: {exc}") from None
-    if not isinstance(d, dict):
-        raise ValueError(f"{what} {p} must hold a JSON object, got {type(d).__name__}")
-    return d

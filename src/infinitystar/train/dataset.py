@@ -301,5 +301,3 @@ def _usable_entries(
     if too_short:
         log.info("%d cached videos shorter than 1 s are not used", too_short)
     return usable, durations
-
-

@@ -41,6 +41,7 @@ class MediaSample:
     h_div_w: float  # the aspect template (height / width)
     duration: int  # whole seconds the frames cover, 0 for an image
 
+
 # ----------------------------------------------------------------------------------------------------------------------
 # From raw media
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .config import LR_SCHEDULES
 from .distributed import unwrapped_name
+
+#: learning-rate schedules after the warmup
+LR_SCHEDULES = ("constant", "cosine")
 
 __all__ = ["LRSchedule", "EMA"]
 
@@ -96,3 +98,20 @@ class EMA:
             full = v.full_tensor() if hasattr(v, "full_tensor") else v
             out[k] = full.detach().cpu()
         return out
+
+
+def init_adam_state(opt: torch.optim.Optimizer) -> None:
+    """Create AdamW's per-parameter state up front, exactly as its first step would (step 0, zero
+    moments), so that checkpoints always hold the same keys: a checkpoint written before a
+    parameter's first update (e.g. the discriminator before ``gan_start``) then loads into a
+    fresh optimizer."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            if not opt.state[p]:
+                opt.state[p] = {
+                    "step": torch.tensor(
+                        0.0, dtype=torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+                    ),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from ..config_dicts import apply_overrides, parse_override
-    from .config import read_recipe
+    from .recipe import read_recipe
     from .tokenizer_config import TokenizerTrainConfig
     from .tokenizer_train import TokenizerTrainer
 

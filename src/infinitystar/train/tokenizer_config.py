@@ -19,8 +19,8 @@ from typing import Any
 from .. import config_dicts
 from ..config import PRESETS, VAEConfig
 from ..schedule import Schedule
-from .config import read_recipe
 from .discriminator import DiscriminatorConfig
+from .recipe import read_recipe
 from .tokenizer_pyramid import BSQLossConfig, tokenizer_schedule
 
 __all__ = [
