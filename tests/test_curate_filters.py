@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from curate_fixtures import flat, make_tiny_clip, moving, static, texture, write_corrupt, write_image, write_video
-from infinitystar.curate import filters, probe, scenes, scorers
+from infinitystar.curate import filters, scenes, scorers
 from infinitystar.curate.filters import CurateConfig, check_media, check_motion
+from infinitystar.media import decode as probe_decode
+from infinitystar.media import probe
 
 # --------------------------------------------------------------------------------------------
 # Probing
@@ -53,11 +55,11 @@ def test_probe_errors_name_the_problem(tmp_path):
 
 def test_read_video_frames_returns_requested_sizes(tmp_path):
     path = write_video(tmp_path / "a.mp4", moving(10, 48, 64), fps=16)
-    got = probe.read_video_frames(path, {2: {24, 48}, 7: {24}})
+    got = probe_decode.read_video_frames(path, {2: {24, 48}, 7: {24}})
     assert set(got) == {(2, 24), (2, 48), (7, 24)}
     assert got[(2, 24)].shape == (24, 32, 3) and got[(2, 48)].shape == (48, 64, 3)
     with pytest.raises(probe.MediaError, match="ended early"):
-        probe.read_video_frames(path, {12: {24}})
+        probe_decode.read_video_frames(path, {12: {24}})
 
 
 # --------------------------------------------------------------------------------------------

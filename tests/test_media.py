@@ -213,7 +213,7 @@ def test_probe_and_decode_import_no_torch():
     src = str(Path(infinitystar.__file__).resolve().parents[1])
     code = (
         "import sys\n"
-        "import infinitystar.media.probe, infinitystar.media.decode, infinitystar.curate.probe\n"
+        "import infinitystar.media.probe, infinitystar.media.decode, infinitystar.curate.process\n"
         "from infinitystar.media import MediaError, probe_media, verify_decodes\n"
         "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
     )
@@ -226,7 +226,7 @@ def test_curation_and_training_raise_the_same_media_error(tmp_path):
     import pickle
 
     import infinitystar.media
-    from infinitystar.curate import probe as curate_probe
+    from infinitystar import curate as curate_probe  # curation's exports
     from infinitystar.train import preprocess
 
     assert curate_probe.MediaError is preprocess.MediaError is infinitystar.media.MediaError

@@ -18,9 +18,9 @@ _EXPORTS = {
     "parse_captioner_spec": "captioner",
     "CurateConfig": "filters",
     "Drop": "filters",
-    "MediaError": "probe",
-    "MediaInfo": "probe",
-    "probe_media": "probe",
+    "MediaError": "infinitystar.media.probe",
+    "MediaInfo": "infinitystar.media.probe",
+    "probe_media": "infinitystar.media.probe",
     "InputItem": "inputs",
     "collect_inputs": "inputs",
     "format_report": "outputs",
@@ -35,7 +35,8 @@ _EXPORTS = {
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        module = _EXPORTS[name]  # a submodule of this package, or a full module path
+        return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

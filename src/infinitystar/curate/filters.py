@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from ..media.probe import MediaInfo
 from .captioner import CaptionerSpec
-from .probe import MediaInfo
 from .scorers import DEFAULT_SCORERS, ScorerSpec
 
 MOTION_METHODS = ("auto", "flow", "diff", "off")

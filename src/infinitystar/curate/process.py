@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from ..media.decode import read_image_rgb, read_video_frames
+from ..media.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, MediaInfo, probe_media
 from .captioner import build_captioner, clean_caption, first_sentence, sidecar_caption
 from .filters import CurateConfig, Drop, check_media, check_motion, motion_measure
 from .inputs import InputItem
-from .probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, MediaInfo, probe_media, read_image_rgb, read_video_frames
 from .scenes import VideoAnalysis, analyze_video, detect_cuts, limit_length, sample_indices, split_scenes
 from .scorers import ScoreFilter, build_scorer
 

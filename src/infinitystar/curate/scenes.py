@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .probe import frame_to_rgb, iter_video_frames
+from ..media.decode import frame_to_rgb, iter_video_frames
 
 
 @dataclass
