@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .app_checks import (
+from infinitystar.app_checks import (
     AUTO_ASPECT,
     IMAGE_UPLOAD_SUFFIXES,
     MAX_SEED,
@@ -38,7 +38,7 @@ from .app_checks import (
     accepted_suffixes,
     inspect_upload,
 )
-from .app_handlers import (
+from infinitystar.app_handlers import (
     DemoSettings,
     add_to_gallery,
     aspect_choices,
@@ -50,7 +50,7 @@ from .app_handlers import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import InfinityStarPipeline
+    from infinitystar.pipeline import InfinityStarPipeline
 
 __all__ = ["GENERATION_CONCURRENCY_ID", "TAB_KEYS", "build_app", "launch_app", "launch_options"]
 

@@ -121,8 +121,8 @@ def _check_decodes(path: Path, kind: str, accepted: str) -> None:
 
     The message names only the file's name (the path is the server's temporary copy) and what was wrong.
     """
-    from .media.decode import verify_decodes
-    from .media.probe import MediaError
+    from infinitystar.media.decode import verify_decodes
+    from infinitystar.media.probe import MediaError
 
     try:
         info = verify_decodes(path, kind)

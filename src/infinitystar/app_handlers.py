@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .app_checks import (
+from infinitystar.app_checks import (
     ASPECT_RATIOS,
     AUTO_ASPECT,
     IMAGE_UPLOAD_SUFFIXES,
@@ -32,12 +32,12 @@ from .app_checks import (
     check_upload,
     resolve_seed,
 )
-from .naming import default_filename, unique_path
-from .sizes import FPS
+from infinitystar.naming import default_filename, unique_path
+from infinitystar.sizes import FPS
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .gen_output import GenerationResult
-    from .pipeline import InfinityStarPipeline
+    from infinitystar.gen_output import GenerationResult
+    from infinitystar.pipeline import InfinityStarPipeline
 
 __all__ = [
     "DemoResult",

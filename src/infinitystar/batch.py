@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import append_jsonl
-from .prompt_files import PromptItem
+from infinitystar.files import append_jsonl
+from infinitystar.prompt_files import PromptItem
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .text import T5_MAX_LENGTH, TEXT_ENCODER_INDEX, TextEncoder
+from infinitystar.text import T5_MAX_LENGTH, TEXT_ENCODER_INDEX, TextEncoder
 
 __all__ = ["EOS", "VOCABULARY", "BuiltinTextEncoder", "tokenize"]
 
@@ -183,7 +183,7 @@ class BuiltinTextEncoder(TextEncoder):
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write ``infinitystar_text_encoder.json`` (``{"type": "builtin", "config": ...}``) into ``folder``: all a
         model folder needs, since the table is recomputed from the config (no weights to ship)."""
-        from .files import write_json
+        from infinitystar.files import write_json
 
         folder = Path(folder)
         write_json(folder / TEXT_ENCODER_INDEX, {"type": self.type_name, "config": self.config()})
@@ -192,7 +192,7 @@ class BuiltinTextEncoder(TextEncoder):
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> BuiltinTextEncoder:
         """The encoder :meth:`save_pretrained` wrote into ``folder``."""
-        from .files import read_json
+        from infinitystar.files import read_json
 
         spec = read_json(Path(folder) / TEXT_ENCODER_INDEX, "built-in text encoder settings")
         return cls.from_config(spec.get("config", {}) if isinstance(spec, dict) else {}, device=device)

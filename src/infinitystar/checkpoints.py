@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write
+from infinitystar.files import atomic_write
 
 
 class CheckpointError(ValueError):

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
+from infinitystar import __version__
 
 # Subcommands that live next to the code they drive. Each module exposes
 # ``add_parser(subparsers)``, which adds one sub-parser with ``set_defaults(func=...)``;

@@ -31,14 +31,14 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .devices import parse_dtype
-    from .gen_plan import PipelineConfig
-    from .pipeline import InfinityStarPipeline
-    from .text_loading import make_text_encoder
-    from .train.checkpointing import is_checkpoint_folder
-    from .train.transformer_module import transformer_from_checkpoint
-    from .transformer_checkpoint import is_model_folder, load_model_folder
-    from .vae import VideoVAE
+    from infinitystar.devices import parse_dtype
+    from infinitystar.gen_plan import PipelineConfig
+    from infinitystar.pipeline import InfinityStarPipeline
+    from infinitystar.text_loading import make_text_encoder
+    from infinitystar.train.checkpointing import is_checkpoint_folder
+    from infinitystar.train.transformer_module import transformer_from_checkpoint
+    from infinitystar.transformer_checkpoint import is_model_folder, load_model_folder
+    from infinitystar.vae import VideoVAE
 
     cfg_path = Path(args.pipeline_config)
     try:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     elif is_checkpoint_folder(args.transformer):
         transformer = transformer_from_checkpoint(args.transformer)
     else:
-        from .transformer_checkpoint import infer_transformer_config, load_original_transformer
+        from infinitystar.transformer_checkpoint import infer_transformer_config, load_original_transformer
 
         transformer = load_original_transformer(args.transformer, infer_transformer_config(args.transformer))
 

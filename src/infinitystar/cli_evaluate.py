@@ -64,10 +64,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .eval_prompts import WORLD_PROMPTS_FILE, write_world_prompt_file
-    from .eval_score import parse_metrics
-    from .launch import torchrun_env
-    from .prompt_files import read_prompt_file, shard
+    from infinitystar.eval_prompts import WORLD_PROMPTS_FILE, write_world_prompt_file
+    from infinitystar.eval_score import parse_metrics
+    from infinitystar.launch import torchrun_env
+    from infinitystar.prompt_files import read_prompt_file, shard
 
     if (args.i3d is None) != (args.real_videos is None):
         raise ValueError("FVD needs both --i3d LOCAL_FILE and --real-videos DIR")
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int, log) -> dict:
     """Generate this rank's missing outputs; the model is loaded only when something is missing."""
-    from .batch import output_path, run_batch
+    from infinitystar.batch import output_path, run_batch
 
     def missing(item) -> bool:
         duration = item.duration if item.duration is not None else args.duration
@@ -117,8 +117,8 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
     if not todo:
         log(f"[{rank}] all {len(items)} outputs of this rank exist in {out_dir}; nothing to generate")
         return result
-    from .launch import rank_device
-    from .pipeline import InfinityStarPipeline
+    from infinitystar.launch import rank_device
+    from infinitystar.pipeline import InfinityStarPipeline
 
     t0 = time.perf_counter()
     pipe = InfinityStarPipeline.from_pretrained(
@@ -147,9 +147,9 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
 
 
 def _score(args, items, prompt_file: Path, out_dir: Path, metrics, generation, local_rank: int, world: int, log):
-    from .eval_score import score_outputs
-    from .evaluate import format_summary, write_report
-    from .launch import rank_device
+    from infinitystar.eval_score import score_outputs
+    from infinitystar.evaluate import format_summary, write_report
+    from infinitystar.launch import rank_device
 
     t0 = time.perf_counter()
     report = score_outputs(

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .launch import rank_device, torchrun_env
+from infinitystar.launch import rank_device, torchrun_env
 
 ORIGINAL_SUFFIX_FLAG = "original"
 
@@ -82,7 +82,7 @@ def _temperatures(text: str | None) -> tuple[float, ...] | None:
 
 def _suffix(text: str | None) -> str | None:
     if text == ORIGINAL_SUFFIX_FLAG:
-        from .text_prompts import ORIGINAL_SUFFIX
+        from infinitystar.text_prompts import ORIGINAL_SUFFIX
 
         return ORIGINAL_SUFFIX
     return text
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world, local_rank = torchrun_env()
     temperatures = _temperatures(args.temperatures)
 
-    from .pipeline import InfinityStarPipeline
+    from infinitystar.pipeline import InfinityStarPipeline
 
     t0 = time.perf_counter()
     pipe = InfinityStarPipeline.from_pretrained(
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         pipe.set_progress_bar_config(disable=True)
     rewriter = None
     if args.rewrite_url:
-        from .text_rewriter import PromptRewriter
+        from infinitystar.text_rewriter import PromptRewriter
 
         rewriter = PromptRewriter(args.rewrite_url, os.environ.get("INFINITYSTAR_REWRITE_KEY"), args.rewrite_model)
     common = dict(
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _prompt(text: str, rewriter, log) -> str:
-    from .text_rewriter import rewrite_or_keep
+    from infinitystar.text_rewriter import rewrite_or_keep
 
     if rewriter is None:
         return text
@@ -145,7 +145,7 @@ def _prompt(text: str, rewriter, log) -> str:
 
 
 def _single(pipe, args, common, rewriter, log) -> int:
-    from .naming import default_filename
+    from infinitystar.naming import default_filename
 
     out = pipe(
         _prompt(args.prompt, rewriter, log),
@@ -169,8 +169,8 @@ def _single(pipe, args, common, rewriter, log) -> int:
 
 
 def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
-    from .batch import run_batch
-    from .prompt_files import read_prompt_file, shard
+    from infinitystar.batch import run_batch
+    from infinitystar.prompt_files import read_prompt_file, shard
 
     if not args.out_dir:
         raise ValueError("--prompts needs --out-dir FOLDER for the outputs")

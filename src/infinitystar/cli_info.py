@@ -12,12 +12,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import __version__
-    from .block_runner import InferenceOptions
-    from .config import PRESETS, get_preset
-    from .memory import estimate_generation_memory, transformer_params
-    from .schedule import SCHEDULE_SPECS, build_schedule
-    from .sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
+    from infinitystar import __version__
+    from infinitystar.block_runner import InferenceOptions
+    from infinitystar.config import PRESETS, get_preset
+    from infinitystar.memory import estimate_generation_memory, transformer_params
+    from infinitystar.schedule import SCHEDULE_SPECS, build_schedule
+    from infinitystar.sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
 
     h_div_w = parse_aspect_ratio(args.aspect_ratio)
     print(f"infinitystar {__version__}\n")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         "\nmeasurement; 'offloaded' keeps T5 on the CPU."
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
-    from .gen_layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
+    from infinitystar.gen_layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
 
     if (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
         size = sum(f.stat().st_size for f in BUILTIN_MODEL_DIR.rglob("*") if f.is_file())

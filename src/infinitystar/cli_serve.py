@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"infinitystar: error: {DEMO_EXTRA_HINT}", file=sys.stderr)
         return 2
 
-    from .app import launch_app
-    from .app_handlers import DemoSettings, default_output_dir
-    from .pipeline import InfinityStarPipeline
+    from infinitystar.app import launch_app
+    from infinitystar.app_handlers import DemoSettings, default_output_dir
+    from infinitystar.pipeline import InfinityStarPipeline
 
     settings = DemoSettings(
         max_upload_mb=args.max_upload_mb,

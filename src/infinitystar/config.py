@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from . import config_dicts
+from infinitystar import config_dicts
 
 
 def swiglu_hidden(embed_dim: int, mlp_ratio: float) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import as_frames, frechet_distance_from_features
+from infinitystar.metrics import as_frames, frechet_distance_from_features
 
 __all__ = [
     "TORCHSCRIPT_I3D_KWARGS",
@@ -138,10 +138,10 @@ def _read_state_dict(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ValueError(f"weights not found: {path}")
     if path.suffix == ".safetensors":
-        from .checkpoints import read_safetensors
+        from infinitystar.checkpoints import read_safetensors
 
         return read_safetensors(path)
-    from .checkpoints import torch_load_weights
+    from infinitystar.checkpoints import torch_load_weights
 
     return torch_load_weights(path)
 

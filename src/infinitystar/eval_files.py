@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .prompt_files import PromptItem
+from infinitystar.prompt_files import PromptItem
 
 __all__ = [
     "OUTPUT_SUFFIXES",
@@ -47,8 +47,8 @@ def read_frames(path: str | Path) -> np.ndarray:
     Decoded straight to uint8 by :func:`infinitystar.media.read_video_uint8`, on the 16 fps grid of
     :func:`infinitystar.media.read_video`. An unreadable file is a ``MediaError`` (a ``ValueError``).
     """
-    from .media.decode import decode_image, read_video_uint8
-    from .media.probe import check_media_file
+    from infinitystar.media.decode import decode_image, read_video_uint8
+    from infinitystar.media.probe import check_media_file
 
     path = Path(path)
     if not path.is_file():
@@ -61,7 +61,7 @@ def read_frames(path: str | Path) -> np.ndarray:
 
 def reference_frame(path: str, hw: tuple[int, int]) -> np.ndarray:
     """The item's image as the pipeline prepared it (cover-resize + centre crop to ``hw``): uint8 ``[1, H, W, 3]``."""
-    from .media import read_image
+    from infinitystar.media import read_image
 
     x = read_image(path, size=hw)  # [3, H, W] in [-1, 1]
     return ((x.permute(1, 2, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)[None]

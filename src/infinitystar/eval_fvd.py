@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .eval_files import read_frames
-from .files import atomic_write
-from .metrics import frechet_distance_from_features
+from infinitystar.eval_files import read_frames
+from infinitystar.files import atomic_write
+from infinitystar.metrics import frechet_distance_from_features
 
 __all__ = ["REAL_FEATURES_FILE", "FVDAccumulator", "load_clip"]
 
@@ -28,7 +28,7 @@ REAL_FEATURES_FILE = "fvd_real_features.npz"
 def load_clip(clip_model: str | Path, device: str):
     """A :class:`~infinitystar.eval_extractors.CLIPScorer` on ``device``; a missing ``transformers`` is a
     ``ValueError`` naming the extra to install, like every other bad input of ``infinitystar evaluate``."""
-    from .eval_extractors import CLIPScorer
+    from infinitystar.eval_extractors import CLIPScorer
 
     try:
         return CLIPScorer(clip_model, device=device)
@@ -42,8 +42,8 @@ class FVDAccumulator:
     """I3D features of generated clips (added one by one, extracted in batches) and of the real videos (cached)."""
 
     def __init__(self, i3d, real_videos, frames: int, resolution: int, device: str, out_dir: Path) -> None:
-        from .eval_extractors import I3DFeatureExtractor
-        from .media import VIDEO_SUFFIXES
+        from infinitystar.eval_extractors import I3DFeatureExtractor
+        from infinitystar.media import VIDEO_SUFFIXES
 
         folder = Path(real_videos)
         if not folder.is_dir():

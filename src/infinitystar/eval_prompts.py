@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import write_jsonl
-from .naming import slugify
+from infinitystar.files import write_jsonl
+from infinitystar.naming import slugify
 
 __all__ = [
     "WORLD_PROMPTS_FILE",
@@ -38,7 +38,7 @@ class WorldPromptSet:
     image: bool = False
 
     def __post_init__(self) -> None:
-        from .world_scenes import SPLITS
+        from infinitystar.world_scenes import SPLITS
 
         if self.split not in SPLITS:
             raise ValueError(f"unknown world split {self.split!r}; accepted: {', '.join(SPLITS)}")
@@ -75,7 +75,7 @@ def world_prompt_records(sets: Iterable[WorldPromptSet], seed: int = 0) -> list[
     show. Captions come from :func:`infinitystar.world.prompts`: the split's combinations in a seeded order, each
     equally often.
     """
-    from .world_captions import prompts
+    from infinitystar.world_captions import prompts
 
     records = []
     for s in sets:

@@ -32,8 +32,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .devices import resolve_device
-from .eval_files import (
+from infinitystar.devices import resolve_device
+from infinitystar.eval_files import (
     find_output,
     is_reusable,
     output_signature,
@@ -42,10 +42,10 @@ from .eval_files import (
     reference_frame,
     reference_signature,
 )
-from .eval_fvd import FVDAccumulator, load_clip
-from .evaluate import PARTIAL_FILE, SCORES_FILE, EvalReport, summarize
-from .metrics import motion_smoothness_proxy, temporal_flickering
-from .prompt_files import PromptItem
+from infinitystar.eval_fvd import FVDAccumulator, load_clip
+from infinitystar.evaluate import PARTIAL_FILE, SCORES_FILE, EvalReport, summarize
+from infinitystar.metrics import motion_smoothness_proxy, temporal_flickering
+from infinitystar.prompt_files import PromptItem
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -101,7 +101,7 @@ def parse_metrics(
 
 
 def _world_split(parsed) -> str:
-    from .world_scenes import HELDOUT_COMBOS
+    from infinitystar.world_scenes import HELDOUT_COMBOS
 
     if parsed.motion is None:
         return "image"
@@ -109,7 +109,7 @@ def _world_split(parsed) -> str:
 
 
 def _parse_world(prompt: str):
-    from .world_captions import parse_caption
+    from infinitystar.world_captions import parse_caption
 
     try:
         return parse_caption(prompt)
@@ -119,7 +119,7 @@ def _parse_world(prompt: str):
 
 def _world_scores(frames: np.ndarray, prompt: str, parsed) -> dict:
     """The ``world`` entry of a row: the split, which attributes the video got right, and what was detected."""
-    from .world_report import evaluate_video
+    from infinitystar.world_report import evaluate_video
 
     report = evaluate_video(frames, prompt)
     a = report.analysis
@@ -157,7 +157,7 @@ def score_frames(
             raise ValueError("metric 'clip' needs a loaded CLIPScorer")
         row["clip"] = clip_scorer.score(frames, item.prompt)
     if item.image:
-        from .world_eval import psnr
+        from infinitystar.world_eval import psnr
 
         reference = reference_frame(item.image, frames.shape[1:3])
         row["first_frame_psnr"] = min(psnr(frames[:1], reference), PSNR_CAP)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import write_json, write_jsonl
+from infinitystar.files import write_json, write_jsonl
 
 __all__ = [
     "PARTIAL_FILE",

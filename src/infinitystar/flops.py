@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass
 
-from .config import TransformerConfig
-from .memory import block_matmul_params
-from .schedule import Schedule
+from infinitystar.config import TransformerConfig
+from infinitystar.memory import block_matmul_params
+from infinitystar.schedule import Schedule
 
 
 @dataclass(frozen=True)

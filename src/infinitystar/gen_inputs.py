@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 #: where the built-in default model lives inside the package (trained by the project)
-from .sizes import (
+from infinitystar.sizes import (
     TEMPORAL_COMPRESSION,
 )
 
@@ -52,7 +52,7 @@ def _frames_to_unit(frames: np.ndarray) -> torch.Tensor:
 
 
 def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from .media import cover_resize_crop
+    from infinitystar.media import cover_resize_crop
 
     if frames.shape[1:3] == size:
         return frames
@@ -62,7 +62,7 @@ def _resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def input_aspect(x: Any, what: str) -> float:
     """h / w of an image or video input without decoding more than needed."""
     if isinstance(x, (str, Path)):
-        from .media.probe import probe_media
+        from infinitystar.media.probe import probe_media
 
         info = probe_media(x, what, require_fps=False)  # the header only; MediaError (a ValueError) if unreadable
         return info.height / info.width
@@ -75,7 +75,7 @@ def input_aspect(x: Any, what: str) -> float:
 
 def load_image_input(image: Any, size: tuple[int, int]) -> torch.Tensor:
     """An image (path, PIL image, array or tensor) as ``[3, 1, H, W]`` in [-1, 1] at ``size``."""
-    from .media import cover_resize_crop, read_image
+    from infinitystar.media import cover_resize_crop, read_image
 
     if isinstance(image, (str, Path)):
         return read_image(image, size=size)[:, None]
@@ -92,7 +92,7 @@ def load_image_input(image: Any, size: tuple[int, int]) -> torch.Tensor:
 def load_video_input(video: Any, size: tuple[int, int]) -> torch.Tensor:
     """A video (path, or frames at 16 fps as an array or tensor) as ``[3, T, H, W]`` in [-1, 1],
     T = 1 + 4k (a video file is resampled to 16 fps and trimmed to the longest such count)."""
-    from .media import read_video
+    from infinitystar.media import read_video
 
     if isinstance(video, (str, Path)):
         return read_video(video, size=size)

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError
-from .config import TransformerConfig, VAEConfig
-from .files import read_json, write_json
-from .gen_plan import RELEASED_CONFIGS, PipelineConfig
-from .text import TextEncoder
-from .text_loading import load_text_encoder
-from .transformer import InfinityTransformer
-from .vae import VideoVAE
+from infinitystar.checkpoints import CheckpointError
+from infinitystar.config import TransformerConfig, VAEConfig
+from infinitystar.files import read_json, write_json
+from infinitystar.gen_plan import RELEASED_CONFIGS, PipelineConfig
+from infinitystar.text import TextEncoder
+from infinitystar.text_loading import load_text_encoder
+from infinitystar.transformer import InfinityTransformer
+from infinitystar.vae import VideoVAE
 
 #: where the built-in default model lives inside the package (trained by the project); found through the
 #: package's resources, so it follows the package wherever it is installed
@@ -121,7 +121,7 @@ def load_released(
     root: Path, weights: Path, resolution: str, device, dtype, config: PipelineConfig | None
 ) -> Components:
     """The released layout: the chosen resolution's shards, the VAE ``.pth`` and the T5 folder."""
-    from .transformer_checkpoint import infer_transformer_config, load_original_transformer
+    from infinitystar.transformer_checkpoint import infer_transformer_config, load_original_transformer
 
     vae_path, t5_path = root / RELEASED_VAE, root / RELEASED_T5
     for p, what in ((vae_path, "VAE checkpoint"), (t5_path, "text encoder folder")):
@@ -140,7 +140,7 @@ def _read(path: Path) -> dict:
 
 def load_own_layout(root: Path, device, dtype, resolution: str | None, config: PipelineConfig | None) -> Components:
     """Our layout: ``model_index.json`` (format, version, generation settings) and one folder per component."""
-    from .transformer_checkpoint import load_original_transformer
+    from infinitystar.transformer_checkpoint import load_original_transformer
 
     index = _read(root / MODEL_INDEX)
     if not isinstance(index, dict) or index.get("format") != "infinitystar":
@@ -160,8 +160,8 @@ def save_own_layout(parts: Components, folder: str | Path, dtype: torch.dtype | 
     """Write our layout: ``model_index.json``, ``transformer/`` and ``vae/`` (safetensors with the original key
     names + ``config.json``) and ``text_encoder/``. ``dtype`` (e.g. fp16) stores the floating-point weights in that
     type (loading casts them back)."""
-    from .transformer_checkpoint import save_original_transformer
-    from .vae_checkpoint import save_vae_folder
+    from infinitystar.transformer_checkpoint import save_original_transformer
+    from infinitystar.vae_checkpoint import save_vae_folder
 
     folder = Path(folder)
     (folder / "transformer").mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .media import write_video
-from .sizes import (
+from infinitystar.media import write_video
+from infinitystar.sizes import (
     FPS,
 )
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import config_dicts
+from infinitystar import config_dicts
 
 #: where the built-in default model lives inside the package (trained by the project)
-from .generate import SamplingOptions
-from .sampling import GUIDANCE_METHODS, Guidance
-from .sizes import (
+from infinitystar.generate import SamplingOptions
+from infinitystar.sampling import GUIDANCE_METHODS, Guidance
+from infinitystar.sizes import (
     FPS,
     PN_NUM_SCALES,
     RESOLUTIONS,
@@ -27,7 +27,7 @@ from .sizes import (
     nearest_template,
     parse_aspect_ratio,
 )
-from .text_prompts import check_prompt, decorate_prompt
+from infinitystar.text_prompts import check_prompt, decorate_prompt
 
 # --------------------------------------------------------------------------------------------
 # Configuration: what a model was trained for and how it samples by default
@@ -216,7 +216,7 @@ def plan_request(
     The aspect ratio is the one asked for, else the input's (image or video), else the model's default; it is
     snapped to the nearest trained template.
     """
-    from .gen_inputs import input_aspect
+    from infinitystar.gen_inputs import input_aspect
 
     prompts = tuple(check_prompt(p) for p in prompts)
     if not prompts:

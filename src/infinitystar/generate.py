@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .quantizer import RunningSum
-from .sampling import Guidance, apply_temperature, guide, sample_bits
-from .schedule import Schedule, Step
+from infinitystar.quantizer import RunningSum
+from infinitystar.sampling import Guidance, apply_temperature, guide, sample_bits
+from infinitystar.schedule import Schedule, Step
 
 
 @dataclass(frozen=True)

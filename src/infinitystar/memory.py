@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import TransformerConfig
-from .schedule import Schedule
+from infinitystar.config import TransformerConfig
+from infinitystar.schedule import Schedule
 
 #: parameters of the Flan-T5-XL encoder the released models use
 T5_XL_ENCODER_PARAMS = 1.22e9

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from .devices import parse_dtype, resolve_device
-from .gen_inputs import load_image_input, load_video_input
-from .gen_layouts import Components, load_components, model_folder, save_own_layout
-from .gen_output import GenerationResult
-from .gen_plan import (
+from infinitystar.devices import parse_dtype, resolve_device
+from infinitystar.gen_inputs import load_image_input, load_video_input
+from infinitystar.gen_layouts import Components, load_components, model_folder, save_own_layout
+from infinitystar.gen_output import GenerationResult
+from infinitystar.gen_plan import (
     PipelineConfig,
     Request,
     Window,
@@ -30,15 +30,15 @@ from .gen_plan import (
     sampling_options,
     window_prompts,
 )
-from .generate import SamplingOptions, StepRecord, generate_latent
-from .media import frames_to_uint8
-from .quantizer import encode_pyramid
-from .schedule import Schedule, build_schedule
-from .sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
-from .text import TextEncoder
-from .text_prompts import check_prompt
-from .transformer import InfinityTransformer
-from .vae import VideoVAE
+from infinitystar.generate import SamplingOptions, StepRecord, generate_latent
+from infinitystar.media import frames_to_uint8
+from infinitystar.quantizer import encode_pyramid
+from infinitystar.schedule import Schedule, build_schedule
+from infinitystar.sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
+from infinitystar.text import TextEncoder
+from infinitystar.text_prompts import check_prompt
+from infinitystar.transformer import InfinityTransformer
+from infinitystar.vae import VideoVAE
 
 
 class InfinityStarPipeline:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .naming import slugify
+from infinitystar.naming import slugify
 
 _ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name"}
 _VBENCH_KEYS = {"prompt_en", "refined_prompt", "dimension", "auxiliary_info"}

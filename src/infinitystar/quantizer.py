@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .schedule import Scale, Schedule
+from infinitystar.schedule import Scale, Schedule
 
 LATENT_CHANNELS = 64
 

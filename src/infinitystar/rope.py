@@ -24,7 +24,7 @@ from functools import lru_cache
 
 import torch
 
-from .schedule import Schedule, rope_grid_ids
+from infinitystar.schedule import Schedule, rope_grid_ids
 
 NUM_AXES = 4  #: scale, time, height, width
 

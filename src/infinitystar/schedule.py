@@ -23,7 +23,7 @@ import numpy as np
 # --------------------------------------------------------------------------------------
 # The schedule as data
 # --------------------------------------------------------------------------------------
-from .sizes import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, spatial_scales
+from infinitystar.sizes import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, spatial_scales
 
 
 @dataclass(frozen=True)

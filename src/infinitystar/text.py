@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .text_prompts import _check_prompt_list
+from infinitystar.text_prompts import _check_prompt_list
 
 __all__ = [
     "RELEASED_T5_SUBFOLDER",

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .builtin_text import BuiltinTextEncoder
-from .checkpoints import CheckpointError
-from .files import read_json
-from .text import TEXT_ENCODER_INDEX, TextEncoder
+from infinitystar.builtin_text import BuiltinTextEncoder
+from infinitystar.checkpoints import CheckpointError
+from infinitystar.files import read_json
+from infinitystar.text import TEXT_ENCODER_INDEX, TextEncoder
 
 #: the package's own encoders by the ``"type"`` their folders record
 ENCODER_TYPES: dict[str, type[TextEncoder]] = {"builtin": BuiltinTextEncoder}
@@ -52,7 +52,7 @@ def load_text_encoder(
         spec = read_json(index, "text encoder index", CheckpointError)
         name = encoder_type(spec, index)
         return ENCODER_TYPES[name].from_config(spec.get("config", {}), device=device)
-    from .text import T5TextEncoder
+    from infinitystar.text import T5TextEncoder
 
     return T5TextEncoder(folder, device=device, dtype=dtype)
 

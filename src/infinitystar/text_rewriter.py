@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from .text_prompts import check_prompt
+from infinitystar.text_prompts import check_prompt
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Optional prompt rewriter (any OpenAI-compatible chat-completions endpoint; standard library only)

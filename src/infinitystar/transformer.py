@@ -41,12 +41,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .block_runner import BlockRunner, InferenceOptions, attend_in_chunks
-from .config import TransformerConfig
-from .rope import packed_visual_rope, text_rope, visual_rope
-from .schedule import Schedule, Step
-from .transformer_attention import KVCache, _dense_attend, _flex_attend, _round_up, block_visibility, pack_block_ids
-from .transformer_layers import AttendFn, Block, RMSNorm, sdpa
+from infinitystar.block_runner import BlockRunner, InferenceOptions, attend_in_chunks
+from infinitystar.config import TransformerConfig
+from infinitystar.rope import packed_visual_rope, text_rope, visual_rope
+from infinitystar.schedule import Schedule, Step
+from infinitystar.transformer_attention import (
+    KVCache,
+    _dense_attend,
+    _flex_attend,
+    _round_up,
+    block_visibility,
+    pack_block_ids,
+)
+from infinitystar.transformer_layers import AttendFn, Block, RMSNorm, sdpa
 
 ATTN_IMPLS = ("auto", "dense", "flex")
 

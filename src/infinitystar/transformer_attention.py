@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .schedule import Schedule
-from .transformer_layers import AttendFn, sdpa
+from infinitystar.schedule import Schedule
+from infinitystar.transformer_layers import AttendFn, sdpa
 
 # --------------------------------------------------------------------------------------
 # The attention pattern of a training pack

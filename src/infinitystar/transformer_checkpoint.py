@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, check_coverage, read_safetensors, save_safetensors, shapes_of
-from .config import TransformerConfig
-from .files import read_json, write_json
-from .transformer import InfinityTransformer
+from infinitystar.checkpoints import CheckpointError, check_coverage, read_safetensors, save_safetensors, shapes_of
+from infinitystar.config import TransformerConfig
+from infinitystar.files import read_json, write_json
+from infinitystar.transformer import InfinityTransformer
 
 INDEX_NAME = "model.safetensors.index.json"
 #: ``config.json`` ``"format"`` of a trained-model folder

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import TransformerConfig
-from .rope import apply_rope
+from infinitystar.config import TransformerConfig
+from infinitystar.rope import apply_rope
 
 #: attend(q [B, H, n, hd], k [B, KV, m, hd], v [B, KV, m, hd]) -> [B, H, n, hd]
 

@@ -30,8 +30,8 @@ import os
 import torch
 from torch import Tensor, nn
 
-from .config import VAEConfig
-from .vae_checkpoint import (
+from infinitystar.config import VAEConfig
+from infinitystar.vae_checkpoint import (
     VAE_CONFIG,
     VAE_WEIGHTS,
     infer_vae_config,
@@ -40,7 +40,7 @@ from .vae_checkpoint import (
     vae_config_of,
     vae_weights_file,
 )
-from .vae_layers import ConvCache, Decoder, Encoder, _stage_plan
+from infinitystar.vae_layers import ConvCache, Decoder, Encoder, _stage_plan
 
 __all__ = ["VideoVAE"]
 

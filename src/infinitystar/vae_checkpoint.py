@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from .checkpoints import (
+from infinitystar.checkpoints import (
     CheckpointError,
     check_coverage,
     read_safetensors,
@@ -23,11 +23,11 @@ from .checkpoints import (
     shapes_of,
     torch_load_weights,
 )
-from .config import VAEConfig
-from .files import atomic_write, read_json, write_json
+from infinitystar.config import VAEConfig
+from infinitystar.files import atomic_write, read_json, write_json
 
 if TYPE_CHECKING:  # the adapter reads a model's names and config; it never builds one
-    from .vae import VideoVAE
+    from infinitystar.vae import VideoVAE
 
 
 # --------------------------------------------------------------------------------------------

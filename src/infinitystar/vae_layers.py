@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import VAEConfig
+from infinitystar.config import VAEConfig
 
 #: A causal-conv cache: for every 3-D conv, the last ``k - 1`` input frames of the previous chunk.
 ConvCache = dict[nn.Module, Tensor]

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from .world_captions import caption
-from .world_render import render
-from .world_scenes import Scene, WorldSpec, _check_split, sample_scene
+from infinitystar.world_captions import caption
+from infinitystar.world_render import render
+from infinitystar.world_scenes import Scene, WorldSpec, _check_split, sample_scene
 
 __all__ = ["WorldDataset", "write_world"]
 
@@ -115,8 +115,8 @@ def write_world(
     written atomically; the scene parameters go into each file's metadata (``scene`` tag, JSON). Returns the
     manifest's path. Note that mp4 is lossy (yuv420p): pixel values near edges change slightly.
     """
-    from .files import jsonl_text, write_text
-    from .media import write_video
+    from infinitystar.files import jsonl_text, write_text
+    from infinitystar.media import write_video
 
     dataset = WorldDataset(n, seed, split, spec or WorldSpec(), image_fraction)
     folder = Path(folder)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .world_scenes import (
+from infinitystar.world_scenes import (
     BACKGROUNDS,
     COLORS,
     MOTIONS,

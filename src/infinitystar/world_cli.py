@@ -52,8 +52,8 @@ def add_parser(subparsers) -> None:
 
 
 def _write(args: argparse.Namespace) -> int:
-    from .world import write_world
-    from .world_scenes import WorldSpec
+    from infinitystar.world import write_world
+    from infinitystar.world_scenes import WorldSpec
 
     if len(args.size) not in (1, 2):
         raise ValueError("--size takes SIZE or HEIGHT WIDTH")
@@ -65,7 +65,7 @@ def _write(args: argparse.Namespace) -> int:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from .world_captions import prompts
+    from infinitystar.world_captions import prompts
 
     for text in prompts(args.split, args.num, args.seed, image=args.image):
         print(text)
@@ -92,9 +92,9 @@ def _read_manifest(path: Path) -> list[dict]:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .files import write_json
-    from .media import IMAGE_SUFFIXES, read_image, read_video
-    from .world_report import evaluate
+    from infinitystar.files import write_json
+    from infinitystar.media import IMAGE_SUFFIXES, read_image, read_video
+    from infinitystar.world_report import evaluate
 
     manifest = Path(args.manifest)
     entries = _read_manifest(manifest)

@@ -35,8 +35,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .world_render import _signed_distance
-from .world_scenes import BACKGROUNDS, COLORS, SHAPES
+from infinitystar.world_render import _signed_distance
+from infinitystar.world_scenes import BACKGROUNDS, COLORS, SHAPES
 
 __all__ = ["Analysis", "EvalConfig", "analyze", "psnr", "to_frames"]
 
@@ -135,7 +135,7 @@ def psnr(a, b, name: str = "first frame") -> float:
 
 def _psnr(x: np.ndarray, y: np.ndarray, name: str) -> float:
     """PSNR of two float ``[T, H, W, 3]`` arrays on the 0-255 scale."""
-    from .metrics import psnr
+    from infinitystar.metrics import psnr
 
     if x.shape != y.shape:
         raise ValueError(

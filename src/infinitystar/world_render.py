@@ -16,8 +16,8 @@ import math
 import numpy as np
 import torch
 
-from .sizes import FPS
-from .world_scenes import BACKGROUNDS, COLORS, Scene, _check_frames, _frame_hw
+from infinitystar.sizes import FPS
+from infinitystar.world_scenes import BACKGROUNDS, COLORS, Scene, _check_frames, _frame_hw
 
 __all__ = ["render"]
 

@@ -16,8 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from .world_captions import ParsedCaption, parse_caption
-from .world_eval import Analysis, EvalConfig, _analyze_frames, _psnr, to_frames
+from infinitystar.world_captions import ParsedCaption, parse_caption
+from infinitystar.world_eval import Analysis, EvalConfig, _analyze_frames, _psnr, to_frames
 
 __all__ = ["EvalSummary", "VideoReport", "evaluate", "evaluate_video"]
 

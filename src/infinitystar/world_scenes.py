@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from .sizes import FPS
+from infinitystar.sizes import FPS
 
 __all__ = [
     "ALL_COMBOS",

@@ -29,8 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .scenes import sample_indices
-from .scorers import _parse_value, resolve_factory
+from infinitystar.curate.scenes import sample_indices
+from infinitystar.curate.scorers import _parse_value, resolve_factory
 
 ENTRY_POINT_GROUP = "infinitystar.curate_captioners"
 
@@ -121,7 +121,7 @@ class VLMCaptioner:
             )
         if not video_prompt.strip() or not image_prompt.strip():
             raise ValueError("captioner prompts must not be empty")
-        from ..devices import DTYPES, parse_dtype
+        from infinitystar.devices import DTYPES, parse_dtype
 
         if dtype != "auto" and str(dtype).lower() not in DTYPES:
             raise ValueError(f"captioner dtype {dtype!r} not supported; accepted: auto, {', '.join(DTYPES)}")

@@ -99,9 +99,9 @@ def _add_caption_arguments(cap) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ``CurateConfig`` that the parsed flags describe."""
-    from .captioner import parse_captioner_spec
-    from .filters import CurateConfig
-    from .scorers import DEFAULT_SCORERS, merge_scorer_specs, parse_scorer_spec
+    from infinitystar.curate.captioner import parse_captioner_spec
+    from infinitystar.curate.filters import CurateConfig
+    from infinitystar.curate.scorers import DEFAULT_SCORERS, merge_scorer_specs, parse_scorer_spec
 
     scorers = merge_scorer_specs(
         () if args.no_default_scorers else DEFAULT_SCORERS, [parse_scorer_spec(s) for s in args.scorer]
@@ -147,8 +147,8 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from .outputs import OutputPaths, format_report
-    from .runner import run_curate
+    from infinitystar.curate.outputs import OutputPaths, format_report
+    from infinitystar.curate.runner import run_curate
 
     try:
         report = run_curate(

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..media.probe import MediaInfo
-from .captioner import CaptionerSpec
-from .scorers import DEFAULT_SCORERS, ScorerSpec
+from infinitystar.curate.captioner import CaptionerSpec
+from infinitystar.curate.scorers import DEFAULT_SCORERS, ScorerSpec
+from infinitystar.media.probe import MediaInfo
 
 MOTION_METHODS = ("auto", "flow", "diff", "off")
 DEFAULT_MIN_MOTION = {"diff": 0.003, "flow": 0.001}

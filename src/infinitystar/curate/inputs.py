@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..media.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_kind
-from .captioner import clean_caption
+from infinitystar.curate.captioner import clean_caption
+from infinitystar.media.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, media_kind
 
 MANIFEST_PATH_KEYS = ("path", "video_path", "image_path", "file")
 # Caption-like fields carried over from an input manifest (the original's names plus a generic "caption").

@@ -28,9 +28,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import append_jsonl, write_json, write_jsonl
-from .filters import CurateConfig
-from .inputs import InputItem
+from infinitystar.curate.filters import CurateConfig
+from infinitystar.curate.inputs import InputItem
+from infinitystar.files import append_jsonl, write_json, write_jsonl
 
 STATE_VERSION = 1
 

@@ -15,9 +15,9 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, w
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from .filters import CurateConfig
-from .inputs import InputItem
-from .process import Context, failed_result, process_item
+from infinitystar.curate.filters import CurateConfig
+from infinitystar.curate.inputs import InputItem
+from infinitystar.curate.process import Context, failed_result, process_item
 
 CRASH_ERROR = "the worker process died while processing this input (decoder crash or out of memory)"
 

@@ -17,13 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from ..media.decode import read_image_rgb, read_video_frames
-from ..media.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, MediaInfo, probe_media
-from .captioner import build_captioner, clean_caption, first_sentence, sidecar_caption
-from .filters import CurateConfig, Drop, check_media, check_motion, motion_measure
-from .inputs import InputItem
-from .scenes import VideoAnalysis, analyze_video, detect_cuts, limit_length, sample_indices, split_scenes
-from .scorers import ScoreFilter, build_scorer
+from infinitystar.curate.captioner import build_captioner, clean_caption, first_sentence, sidecar_caption
+from infinitystar.curate.filters import CurateConfig, Drop, check_media, check_motion, motion_measure
+from infinitystar.curate.inputs import InputItem
+from infinitystar.curate.scenes import (
+    VideoAnalysis,
+    analyze_video,
+    detect_cuts,
+    limit_length,
+    sample_indices,
+    split_scenes,
+)
+from infinitystar.curate.scorers import ScoreFilter, build_scorer
+from infinitystar.media.decode import read_image_rgb, read_video_frames
+from infinitystar.media.probe import IMAGE_SUFFIXES, VIDEO_SUFFIXES, MediaError, MediaInfo, probe_media
 
 VIDEO_CAPTION_KEYS = ("tarsier2_caption", "caption", "long_caption", "text")
 IMAGE_LONG_KEYS = ("long_caption", "caption", "tarsier2_caption", "text")

@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .captioner import check_captioner_spec
-from .filters import CurateConfig
-from .inputs import InputItem, collect_inputs
-from .outputs import STATE_VERSION, OutputPaths, StateLog, load_state, remove_outputs, write_outputs
-from .pool import run_pool
-from .process import Context, process_item
-from .scorers import check_scorer_specs
+from infinitystar.curate.captioner import check_captioner_spec
+from infinitystar.curate.filters import CurateConfig
+from infinitystar.curate.inputs import InputItem, collect_inputs
+from infinitystar.curate.outputs import STATE_VERSION, OutputPaths, StateLog, load_state, remove_outputs, write_outputs
+from infinitystar.curate.pool import run_pool
+from infinitystar.curate.process import Context, process_item
+from infinitystar.curate.scorers import check_scorer_specs
 
 
 def _check_arguments(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.decode import frame_to_rgb, iter_video_frames
+from infinitystar.media.decode import frame_to_rgb, iter_video_frames
 
 
 @dataclass

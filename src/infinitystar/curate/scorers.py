@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .scenes import luma
+from infinitystar.curate.scenes import luma
 
 ENTRY_POINT_GROUP = "infinitystar.curate_scorers"
 DIRECTIONS = ("min", "max")
@@ -187,7 +187,7 @@ def _linear_chain(path: str) -> list[tuple[Any, Any]]:
     import re
     from pathlib import Path
 
-    from ..checkpoints import read_safetensors, torch_load_weights
+    from infinitystar.checkpoints import read_safetensors, torch_load_weights
 
     path_ = Path(path)
     state = read_safetensors(path_) if path_.suffix == ".safetensors" else torch_load_weights(path_)

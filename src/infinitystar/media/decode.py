@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sizes import FPS
-from .probe import (
+from infinitystar.media.probe import (
     MediaError,
     MediaInfo,
     check_media_file,
@@ -26,7 +25,8 @@ from .probe import (
     stream_duration,
     video_errors,
 )
-from .resample import resample_indices, scaled_size
+from infinitystar.media.resample import resample_indices, scaled_size
+from infinitystar.sizes import FPS
 
 # --------------------------------------------------------------------------------------------
 # Images

@@ -129,7 +129,7 @@ def probe_media(
     """
     path, kind = check_media_file(path, kind)
     if kind == "image":
-        from .decode import open_image
+        from infinitystar.media.decode import open_image
 
         with open_image(path) as im:
             width, height = im.size

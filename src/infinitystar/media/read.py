@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from .decode import decode_image, read_video_uint8
-from .frames import to_unit_range
-from .probe import check_media_file
-from .resample import cover_resize_crop
+from infinitystar.media.decode import decode_image, read_video_uint8
+from infinitystar.media.frames import to_unit_range
+from infinitystar.media.probe import check_media_file
+from infinitystar.media.resample import cover_resize_crop
 
 
 def read_image(path: str | Path, size: tuple[int, int] | None = None) -> Tensor:

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..sizes import FPS
+from infinitystar.sizes import FPS
 
 
 def resample_indices(

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..sizes import FPS
+from infinitystar.sizes import FPS
 
 
 def write_video(path, frames: Tensor, *, fps: int = FPS, metadata: dict[str, str] | None = None) -> Path:
@@ -16,7 +16,7 @@ def write_video(path, frames: Tensor, *, fps: int = FPS, metadata: dict[str, str
     ``metadata`` (e.g. prompt and seed) goes into the container's tags (mp4 comment/title).
     The file is written next to its destination and renamed into place.
     """
-    from ..files import atomic_write
+    from infinitystar.files import atomic_write
 
     path = Path(path)
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:

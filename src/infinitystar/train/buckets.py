@@ -14,7 +14,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from .captions import item_seed
+from infinitystar.train.captions import item_seed
 
 
 def check_shard(rank: int, world_size: int) -> None:

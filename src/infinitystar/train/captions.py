@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import config_dicts
-from ..text_prompts import duration_tag
-from .seeds import derive_seed
+from infinitystar import config_dicts
+from infinitystar.text_prompts import duration_tag
+from infinitystar.train.seeds import derive_seed
 
 _SENTENCE_END = re.compile(r"\.+")
 

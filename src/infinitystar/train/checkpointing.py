@@ -43,8 +43,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..checkpoints import CheckpointError
-from ..files import atomic_write, write_json
+from infinitystar.checkpoints import CheckpointError
+from infinitystar.files import atomic_write, write_json
 
 STEP_RE = re.compile(r"^step_(\d{8,})$")
 TMP_PREFIX = ".tmp_step_"

@@ -65,8 +65,8 @@ def add_parser(subparsers) -> None:
 
 
 def resolve_config(args: argparse.Namespace):
-    from ..config_dicts import parse_override
-    from .config import TrainConfig
+    from infinitystar.config_dicts import parse_override
+    from infinitystar.train.config import TrainConfig
 
     overrides = {}
     for flag, path in _FLAGS.items():
@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    from .distributed import shutdown
-    from .trainer import Trainer
+    from infinitystar.train.distributed import shutdown
+    from infinitystar.train.trainer import Trainer
 
     trainer = Trainer(cfg)
     env = trainer.env

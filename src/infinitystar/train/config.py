@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import config_dicts
-from ..config import TransformerConfig, get_preset
-from ..config_dicts import apply_overrides
-from ..sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
-from .optim import LR_SCHEDULES
-from .recipe import read_recipe
+from infinitystar import config_dicts
+from infinitystar.config import TransformerConfig, get_preset
+from infinitystar.config_dicts import apply_overrides
+from infinitystar.sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
+from infinitystar.train.optim import LR_SCHEDULES
+from infinitystar.train.recipe import read_recipe
 
 #: The original's ``video_var_len_prob`` for 480p ('[40,30,20,6,3,1,60,40,12,6,2]').
 ORIGINAL_VAR_LEN_PROBS: tuple[float, ...] = (40, 30, 20, 6, 3, 1, 60, 40, 12, 6, 2)
@@ -295,6 +295,6 @@ class TrainConfig:
         return cls.from_dict(apply_overrides(d, overrides or {}))
 
     def save(self, path: str | Path) -> None:
-        from ..files import write_json
+        from infinitystar.files import write_json
 
         write_json(path, self.to_dict())

@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from .buckets import check_shard, plan_batches
-from .captions import CaptionOptions, caption_options, item_generator, training_caption
-from .latent_cache import CacheEntry, load_latent, load_text_features, read_index
-from .preprocess import (
+from infinitystar.train.buckets import check_shard, plan_batches
+from infinitystar.train.captions import CaptionOptions, caption_options, item_generator, training_caption
+from infinitystar.train.latent_cache import CacheEntry, load_latent, load_text_features, read_index
+from infinitystar.train.preprocess import (
     latent_frames_for_seconds,
 )
 

@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..devices import parse_dtype, resolve_device
-from ..launch import launched_by_torchrun, torchrun_env
+from infinitystar.devices import parse_dtype, resolve_device
+from infinitystar.launch import launched_by_torchrun, torchrun_env
 
 
 @dataclass

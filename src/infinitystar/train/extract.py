@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..launch import torchrun_env
+from infinitystar.launch import torchrun_env
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -54,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..devices import parse_dtype, resolve_device
-    from ..vae import VideoVAE
-    from .latent_extract import extract_latents
-    from .preprocess import Resolution
+    from infinitystar.devices import parse_dtype, resolve_device
+    from infinitystar.train.latent_extract import extract_latents
+    from infinitystar.train.preprocess import Resolution
+    from infinitystar.vae import VideoVAE
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rank, world, local_rank = torchrun_env()
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     vae = VideoVAE.from_original_checkpoint(args.vae, device=device).to(dtype=parse_dtype(args.dtype))
     text_encoder = None
     if args.t5:
-        from ..text import T5TextEncoder
+        from infinitystar.text import T5TextEncoder
 
         text_encoder = T5TextEncoder(args.t5, device=device)
     summary = extract_latents(

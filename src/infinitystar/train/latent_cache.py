@@ -42,9 +42,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..files import atomic_write, write_json, write_text
-from .manifest import MediaItem
-from .preprocess import Clip, Resolution, mapped_duration
+from infinitystar.files import atomic_write, write_json, write_text
+from infinitystar.train.manifest import MediaItem
+from infinitystar.train.preprocess import Clip, Resolution, mapped_duration
 
 log = logging.getLogger(__name__)
 

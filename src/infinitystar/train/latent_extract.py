@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..files import write_json
-from .buckets import shard_items
-from .captions import candidate_captions, item_seed
-from .latent_cache import (
+from infinitystar.files import write_json
+from infinitystar.train.buckets import shard_items
+from infinitystar.train.captions import candidate_captions, item_seed
+from infinitystar.train.latent_cache import (
     CacheConfig,
     CacheError,
     append_index_line,
@@ -46,8 +46,8 @@ from .latent_cache import (
     vae_fingerprint,
     write_cache_file,
 )
-from .manifest import Manifest, ManifestProblem, MediaItem, read_manifest
-from .preprocess import Clip, MediaError, Resolution, check_frame_count, load_item, mapped_duration
+from infinitystar.train.manifest import Manifest, ManifestProblem, MediaItem, read_manifest
+from infinitystar.train.preprocess import Clip, MediaError, Resolution, check_frame_count, load_item, mapped_duration
 
 log = logging.getLogger(__name__)
 

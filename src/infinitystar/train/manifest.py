@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from infinitystar.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +341,6 @@ def read_manifest(
 
 def write_manifest(path: str | os.PathLike, items: Iterable[MediaItem]) -> Path:
     """Write items as a jsonl manifest in the original's format (atomically)."""
-    from ..files import write_jsonl
+    from infinitystar.files import write_jsonl
 
     return write_jsonl(path, (item.to_json() for item in items))

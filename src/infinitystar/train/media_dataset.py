@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..media.probe import probe_media
-from ..sizes import FPS
-from .captions import CaptionOptions, caption_options, item_generator, training_caption
-from .dataset import DEFAULT_MAX_DURATION, TrainSample, _BucketedDataset
-from .latent_cache import cache_key
-from .manifest import Manifest, MediaItem, read_manifest
-from .preprocess import (
+from infinitystar.media.probe import probe_media
+from infinitystar.sizes import FPS
+from infinitystar.train.captions import CaptionOptions, caption_options, item_generator, training_caption
+from infinitystar.train.dataset import DEFAULT_MAX_DURATION, TrainSample, _BucketedDataset
+from infinitystar.train.latent_cache import cache_key
+from infinitystar.train.manifest import Manifest, MediaItem, read_manifest
+from infinitystar.train.preprocess import (
     MediaError,
     Resolution,
     check_frame_count,

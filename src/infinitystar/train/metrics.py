@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..files import append_jsonl
-from ..schedule import Schedule
+from infinitystar.files import append_jsonl
+from infinitystar.schedule import Schedule
 
 #: accuracy groups are summed over ranks in a fixed layout: clips 0 .. MAX_CLIPS-1 x (semantic, detail)
 MAX_CLIPS = 16
@@ -82,7 +82,7 @@ def truncate_metrics(path: str | os.PathLike, last_step: int) -> None:
     Both trainers call it when they resume, so that the lines a killed run wrote after its last
     checkpoint are not followed by a second copy of those steps; a partial last line (a run killed
     mid-write) is dropped with a warning."""
-    from ..files import jsonl_text, write_text
+    from infinitystar.files import jsonl_text, write_text
 
     p = Path(path)
     if not p.is_file():

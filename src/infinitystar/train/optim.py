@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .distributed import unwrapped_name
+from infinitystar.train.distributed import unwrapped_name
 
 #: learning-rate schedules after the warmup
 LR_SCHEDULES = ("constant", "cosine")

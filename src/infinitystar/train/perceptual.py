@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..checkpoints import CheckpointError, check_coverage, read_safetensors, shapes_of, torch_load_weights
+from infinitystar.checkpoints import CheckpointError, check_coverage, read_safetensors, shapes_of, torch_load_weights
 
 __all__ = ["VGG16Features", "PerceptualLoss", "VGG16_PLAN"]
 

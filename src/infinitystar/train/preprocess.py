@@ -22,11 +22,11 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..media.decode import decode_frames, decode_image
-from ..media.frames import to_unit_range
-from ..media.probe import MediaError, MediaInfo, probe_media
-from ..media.resample import cover_resize_crop, resample_indices
-from ..sizes import (
+from infinitystar.media.decode import decode_frames, decode_image
+from infinitystar.media.frames import to_unit_range
+from infinitystar.media.probe import MediaError, MediaInfo, probe_media
+from infinitystar.media.resample import cover_resize_crop, resample_indices
+from infinitystar.sizes import (
     FPS,
     PN_NUM_SCALES,
     RESOLUTIONS,
@@ -36,7 +36,7 @@ from ..sizes import (
     nearest_template,
     pixel_size,
 )
-from .manifest import MediaItem
+from infinitystar.train.manifest import MediaItem
 
 #: The original asserts that a clip ends at most this long after the video (its reader's tolerance); a header frame
 #: count that overstates what decodes by up to this much is tolerated (the last decoded frame is repeated).

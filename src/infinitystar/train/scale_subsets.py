@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..schedule import Schedule
+from infinitystar.schedule import Schedule
 
 #: pyramids at least this long use the original's table
 TABLE_MIN_SCALES = 14

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..transformer_layers import AttendFn
+from infinitystar.transformer_layers import AttendFn
 
 
 def _all_to_all(x: torch.Tensor, group) -> torch.Tensor:

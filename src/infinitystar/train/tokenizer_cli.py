@@ -60,10 +60,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..config_dicts import apply_overrides, parse_override
-    from .recipe import read_recipe
-    from .tokenizer_config import TokenizerTrainConfig
-    from .tokenizer_train import TokenizerTrainer
+    from infinitystar.config_dicts import apply_overrides, parse_override
+    from infinitystar.train.recipe import read_recipe
+    from infinitystar.train.tokenizer_config import TokenizerTrainConfig
+    from infinitystar.train.tokenizer_train import TokenizerTrainer
 
     recipe = apply_overrides(read_recipe(args.config), dict(parse_override(item) for item in args.set))
     cfg = TokenizerTrainConfig.from_dict(recipe)

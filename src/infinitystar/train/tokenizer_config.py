@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import config_dicts
-from ..config import PRESETS, VAEConfig
-from ..schedule import Schedule
-from .discriminator import DiscriminatorConfig
-from .recipe import read_recipe
-from .tokenizer_pyramid import BSQLossConfig, tokenizer_schedule
+from infinitystar import config_dicts
+from infinitystar.config import PRESETS, VAEConfig
+from infinitystar.schedule import Schedule
+from infinitystar.train.discriminator import DiscriminatorConfig
+from infinitystar.train.recipe import read_recipe
+from infinitystar.train.tokenizer_pyramid import BSQLossConfig, tokenizer_schedule
 
 __all__ = [
     "STAGES",

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .tokenizer_config import DataConfig
+from infinitystar.train.tokenizer_config import DataConfig
 
 __all__ = [
     "smooth_video",
@@ -223,15 +223,15 @@ def build_data_source(cfg: DataConfig) -> Any:
     if cfg.source == "smooth":
         return SmoothClips(cfg.frames, cfg.height, cfg.width, cfg.seed, cfg.num_clips)
     if cfg.source == "world":
-        from ..world import WorldDataset
-        from ..world_scenes import WorldSpec
+        from infinitystar.world import WorldDataset
+        from infinitystar.world_scenes import WorldSpec
 
         spec = WorldSpec.with_ranges(cfg.frames, (cfg.height, cfg.width), cfg.size_range, cfg.travel_range)
         return WorldDataset(cfg.num_clips if cfg.num_clips > 0 else 100_000, seed=cfg.seed, spec=spec)
     if cfg.source == "media":
         if not cfg.manifest:
             raise ValueError("data.source 'media' needs data.manifest (CLI: --data <manifest file>)")
-        from .media_dataset import MediaDataset
+        from infinitystar.train.media_dataset import MediaDataset
 
         resolution = cfg.resolution if cfg.resolution is not None else f"{cfg.height}x{cfg.width}"
         ds = MediaDataset(

@@ -42,7 +42,7 @@ def kl_divergence(mean: Tensor, std: Tensor) -> Tensor:
 
 def reconstruction_psnr(recon: Tensor, target: Tensor) -> float:
     """PSNR in dB of videos in [-1, 1] (the reconstruction is clamped first; peak-to-peak 2)."""
-    from ..metrics import psnr
+    from infinitystar.metrics import psnr
 
     return psnr(recon.detach().clamp(-1, 1), target.detach(), data_range=2.0)
 

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..quantizer import LATENT_CHANNELS, bits_to_codes, quantize_bits, walk_pyramid
-from ..schedule import SCHEDULE_SPECS, Schedule, build_schedule, pyramid_schedule
-from ..sizes import aspect_templates, nearest_template, spatial_scales
+from infinitystar.quantizer import LATENT_CHANNELS, bits_to_codes, quantize_bits, walk_pyramid
+from infinitystar.schedule import SCHEDULE_SPECS, Schedule, build_schedule, pyramid_schedule
+from infinitystar.sizes import aspect_templates, nearest_template, spatial_scales
 
 __all__ = [
     "BSQLossConfig",

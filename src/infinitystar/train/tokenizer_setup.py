@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import VAEConfig
-from ..vae import VideoVAE
-from ..vae_checkpoint import load_vae_weights, vae_config_of
-from .discriminator import PatchDiscriminator
-from .optim import LRSchedule, init_adam_state
-from .perceptual import PerceptualLoss
-from .tokenizer_config import TokenizerTrainConfig
+from infinitystar.config import VAEConfig
+from infinitystar.train.discriminator import PatchDiscriminator
+from infinitystar.train.optim import LRSchedule, init_adam_state
+from infinitystar.train.perceptual import PerceptualLoss
+from infinitystar.train.tokenizer_config import TokenizerTrainConfig
+from infinitystar.vae import VideoVAE
+from infinitystar.vae_checkpoint import load_vae_weights, vae_config_of
 
 
 def resolved_config(

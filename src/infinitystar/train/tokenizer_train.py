@@ -37,15 +37,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..devices import resolve_device
-from ..files import append_jsonl, write_json
-from ..schedule import Schedule
-from ..vae_checkpoint import save_vae_folder
-from .checkpointing import load_latest_checkpoint, quiet_single_process, save_checkpoint
-from .metrics import truncate_metrics
-from .tokenizer_config import TokenizerTrainConfig
-from .tokenizer_data import ClipStream, build_data_source, check_video
-from .tokenizer_losses import (
+from infinitystar.devices import resolve_device
+from infinitystar.files import append_jsonl, write_json
+from infinitystar.schedule import Schedule
+from infinitystar.train.checkpointing import load_latest_checkpoint, quiet_single_process, save_checkpoint
+from infinitystar.train.metrics import truncate_metrics
+from infinitystar.train.tokenizer_config import TokenizerTrainConfig
+from infinitystar.train.tokenizer_data import ClipStream, build_data_source, check_video
+from infinitystar.train.tokenizer_losses import (
     adaptive_gan_weight,
     hinge_d_loss,
     hinge_g_loss,
@@ -53,8 +52,15 @@ from .tokenizer_losses import (
     l1_loss,
     reconstruction_psnr,
 )
-from .tokenizer_pyramid import best_latent_scale, draw_quantizer_depth, quantize_pyramid_ste
-from .tokenizer_setup import build_discriminator, build_optimizer, build_perceptual, build_vae, resolved_config
+from infinitystar.train.tokenizer_pyramid import best_latent_scale, draw_quantizer_depth, quantize_pyramid_ste
+from infinitystar.train.tokenizer_setup import (
+    build_discriminator,
+    build_optimizer,
+    build_perceptual,
+    build_vae,
+    resolved_config,
+)
+from infinitystar.vae_checkpoint import save_vae_folder
 
 __all__ = ["VAE_DIR", "TokenizerTrainer"]
 

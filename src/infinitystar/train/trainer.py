@@ -31,28 +31,28 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..schedule import Schedule
-from ..transformer import InfinityTransformer
-from ..transformer_checkpoint import save_model_folder
-from . import checkpointing as ckpt
-from .config import TrainConfig
-from .distributed import (
+from infinitystar.schedule import Schedule
+from infinitystar.train import checkpointing as ckpt
+from infinitystar.train.config import TrainConfig
+from infinitystar.train.distributed import (
     DistEnv,
     all_reduce_sum,
     apply_activation_checkpointing,
     barrier,
     fully_shard_model,
 )
-from .metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
-from .optim import EMA, LRSchedule
-from .sequence_parallel import enable_sequence_parallel, sp_loss_scale
+from infinitystar.train.metrics import MetricsLogger, group_accuracies, group_sums, truncate_metrics
+from infinitystar.train.optim import EMA, LRSchedule
+from infinitystar.train.sequence_parallel import enable_sequence_parallel, sp_loss_scale
 
 # --------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------
-from .transformer_batch import BatchPreparer, PreparedBatch
-from .transformer_loss import LossOutput, bit_loss
-from .transformer_module import TrainModule, _strip, load_init_state
+from infinitystar.train.transformer_batch import BatchPreparer, PreparedBatch
+from infinitystar.train.transformer_loss import LossOutput, bit_loss
+from infinitystar.train.transformer_module import TrainModule, _strip, load_init_state
+from infinitystar.transformer import InfinityTransformer
+from infinitystar.transformer_checkpoint import save_model_folder
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, *, dataset=None, text_encoder=None, env: DistEnv | None = None):
-        from .distributed import init_distributed
+        from infinitystar.train.distributed import init_distributed
 
         self.cfg = cfg
         self.env = env or init_distributed(cfg.device, cfg.sp_size)
@@ -177,7 +177,7 @@ class Trainer:
     def _build_dataset(self):
         d = self.cfg.data
         if d.synthetic is not None:
-            from .synthetic import SyntheticLatentDataset
+            from infinitystar.train.synthetic import SyntheticLatentDataset
 
             s = d.synthetic
             return SyntheticLatentDataset(
@@ -194,7 +194,7 @@ class Trainer:
                 latent_channels=self.tcfg.latent_channels,
             )
         try:
-            from .dataset import LatentDataset
+            from infinitystar.train.dataset import LatentDataset
         except ImportError as exc:
             raise ValueError(f"data.cache needs infinitystar.train.dataset.LatentDataset, which failed: {exc}") from exc
         if not Path(d.cache).is_dir():

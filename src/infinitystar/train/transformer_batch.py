@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from ..config import TransformerConfig
-from ..quantizer import SelfCorrection, encode_pyramid
-from ..schedule import Schedule, build_schedule, schedule_from_scales
-from ..sizes import aspect_templates, nearest_template
-from ..text_loading import make_text_encoder
-from .config import TrainConfig, template_scale_count
-from .scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
-from .seeds import make_generator
+from infinitystar.config import TransformerConfig
+from infinitystar.quantizer import SelfCorrection, encode_pyramid
+from infinitystar.schedule import Schedule, build_schedule, schedule_from_scales
+from infinitystar.sizes import aspect_templates, nearest_template
+from infinitystar.text_loading import make_text_encoder
+from infinitystar.train.config import TrainConfig, template_scale_count
+from infinitystar.train.scale_subsets import ScaleSubsetSampler, sub_schedule, subset_loss_weights
+from infinitystar.train.seeds import make_generator
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..schedule import Schedule
+from infinitystar.schedule import Schedule
 
 
 @dataclass

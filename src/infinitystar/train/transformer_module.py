@@ -8,15 +8,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..config import TransformerConfig
-from ..schedule import Schedule
-from ..transformer import InfinityTransformer, PackedLogits
-from ..transformer_checkpoint import is_model_folder, read_model_folder
-from . import checkpointing as ckpt
-from .config import TrainConfig
-from .distributed import (
+from infinitystar.config import TransformerConfig
+from infinitystar.schedule import Schedule
+from infinitystar.train import checkpointing as ckpt
+from infinitystar.train.config import TrainConfig
+from infinitystar.train.distributed import (
     unwrapped_name,
 )
+from infinitystar.transformer import InfinityTransformer, PackedLogits
+from infinitystar.transformer_checkpoint import is_model_folder, read_model_folder
 
 # --------------------------------------------------------------------------------------
 # The model as trained
@@ -70,8 +70,8 @@ def _strip(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict
 def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
     """Full fp32 CPU state dict (our names) of ``--init``: a released-format checkpoint, a trained
     model folder, a run folder (its newest checkpoint) or one ``step_*`` checkpoint."""
-    from ..checkpoints import CheckpointError
-    from ..transformer_checkpoint import load_original_transformer
+    from infinitystar.checkpoints import CheckpointError
+    from infinitystar.transformer_checkpoint import load_original_transformer
 
     p = Path(path)
     if not p.exists():
@@ -107,7 +107,7 @@ def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch
 def transformer_from_checkpoint(folder: str | Path) -> InfinityTransformer:
     """The transformer of a training checkpoint ``RUN/step_N``: the architecture from the run's saved
     ``config.json`` (written when the run started), the weights from the checkpoint's model state."""
-    from ..checkpoints import CheckpointError
+    from infinitystar.checkpoints import CheckpointError
 
     run_config = Path(folder).parent / "config.json"
     if not run_config.is_file():
