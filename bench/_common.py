@@ -10,8 +10,8 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from infinitystar.config import get_preset
-from infinitystar.transformer import InfinityTransformer
+from infinitystar.models.config import get_preset
+from infinitystar.models.transformer.model import InfinityTransformer
 
 
 def materialise(build: Callable[[], nn.Module], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:

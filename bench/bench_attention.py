@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from _common import Clock
-from infinitystar.config import get_preset
+from infinitystar.models.config import get_preset
 from infinitystar.schedule import build_schedule
 
 

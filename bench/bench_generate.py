@@ -16,7 +16,7 @@ Every run is a fresh subprocess: one warm-up generation (kernels, allocator), th
 per run: device, config, resolution, duration, wall time by phase (text encoder, text prefill, the
 transformer steps grouped by clip and scale kind, the sampling loop around them, VAE decode), peak memory
 (CUDA: ``max_memory_allocated``; CPU: the process's peak RSS), the FLOPs of the schedule
-(``infinitystar.flops``) and time / floor, where floor = FLOPs / the device's measured GEMM rate.
+(``infinitystar.generation.flops``) and time / floor, where floor = FLOPs / the device's measured GEMM rate.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 
 from _common import Clock, PeakMemory, materialise, matmul_rate, random_transformer
-from infinitystar.builtin_text import BuiltinTextEncoder
-from infinitystar.config import VAEConfig, get_preset
-from infinitystar.flops import generation_flops
-from infinitystar.gen_plan import PipelineConfig
-from infinitystar.pipeline import InfinityStarPipeline
+from infinitystar.generation.flops import generation_flops
+from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.generation.plan import PipelineConfig
+from infinitystar.models.config import VAEConfig, get_preset
+from infinitystar.models.vae.model import VideoVAE
 from infinitystar.sizes import RESOLUTIONS
-from infinitystar.text import TextEncoder
-from infinitystar.vae import VideoVAE
+from infinitystar.text.builtin import BuiltinTextEncoder
+from infinitystar.text.encoders import TextEncoder
 
 PROMPT = "a red circle moving right on a black background"
 

@@ -19,8 +19,8 @@ import resource
 import torch
 
 from _common import Clock, random_transformer
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import Schedule, build_schedule
-from infinitystar.transformer import InfinityTransformer
 
 
 def _schedule(resolution: str | None, latent_frames: int) -> Schedule:

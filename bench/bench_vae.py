@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from infinitystar.config import VAEConfig
-from infinitystar.vae import VideoVAE
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.vae.model import VideoVAE
 
 WIDTHS = {
     "tiny": (8, 16, 16, 16, 16),

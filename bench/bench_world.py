@@ -10,12 +10,12 @@ import time
 
 import torch
 
-from infinitystar.builtin_text import BuiltinTextEncoder
-from infinitystar.world import WorldDataset
-from infinitystar.world_captions import caption, prompts
-from infinitystar.world_render import render
-from infinitystar.world_report import evaluate_video
-from infinitystar.world_scenes import WorldSpec, sample_scene
+from infinitystar.text.builtin import BuiltinTextEncoder
+from infinitystar.world.captions import caption, prompts
+from infinitystar.world.dataset import WorldDataset
+from infinitystar.world.evaluate import evaluate_video
+from infinitystar.world.render import render
+from infinitystar.world.scenes import WorldSpec, sample_scene
 
 
 def per_item_ms(fn, n: int) -> float:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from infinitystar.config import TransformerConfig, VAEConfig
-from infinitystar.gen_plan import PipelineConfig
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_checkpoint import save_original_transformer
-from infinitystar.vae import VideoVAE
-from infinitystar.vae_checkpoint import save_original_vae_checkpoint
+from infinitystar.generation.plan import PipelineConfig
+from infinitystar.models.config import TransformerConfig, VAEConfig
+from infinitystar.models.transformer.checkpoint import save_original_transformer
+from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.vae.checkpoint import save_original_vae_checkpoint
+from infinitystar.models.vae.model import VideoVAE
 from t5_fixture import TINY_T5_CHANNELS, make_tiny_t5
 
 TINY_TRANSFORMER = TransformerConfig(

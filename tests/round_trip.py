@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from infinitystar.metrics import psnr  # noqa: F401 - the one PSNR, re-exported for the pipeline tests
-from infinitystar.pipeline import InfinityStarPipeline
-from infinitystar.quantizer import decode_bits, encode_pyramid
+from infinitystar.evaluation.metrics import psnr  # noqa: F401 - the one PSNR, re-exported for the pipeline tests
+from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.models.quantizer import decode_bits, encode_pyramid
 from infinitystar.sizes import latent_frames
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infinitystar.app import GENERATION_CONCURRENCY_ID, launch_options
-from infinitystar.app_checks import (
+from infinitystar.app.checks import (
     ASPECT_RATIOS,
     AUTO_ASPECT,
     MAX_SEED,
@@ -21,15 +20,16 @@ from infinitystar.app_checks import (
     inspect_upload,
     resolve_seed,
 )
-from infinitystar.app_handlers import (
+from infinitystar.app.handlers import (
     DemoSettings,
     add_to_gallery,
     aspect_choices,
     generate_media,
     model_summary,
 )
+from infinitystar.app.page import GENERATION_CONCURRENCY_ID, launch_options
+from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.media import read_video, write_video
-from infinitystar.pipeline import InfinityStarPipeline
 from pipeline_fixture import TINY_PIPELINE, make_released_layout
 
 MB = 2**20
@@ -248,7 +248,7 @@ def _require_gradio():
 
 def test_build_app_has_four_modes_one_generation_slot_and_a_gallery(pipe, tmp_path):
     _require_gradio()
-    from infinitystar.app import build_app
+    from infinitystar.app.page import build_app
 
     demo = build_app(pipe, DemoSettings(output_dir=tmp_path))
     config = demo.get_config_file()
@@ -278,7 +278,7 @@ def test_launch_options_bind_localhost_and_cap_uploads(tmp_path):
 
 def test_serve_without_a_builtin_model_exits_with_the_pipelines_message(tmp_path, monkeypatch, capsys):
     _require_gradio()
-    import infinitystar.gen_layouts as pipeline_module
+    import infinitystar.generation.layouts as pipeline_module
     from infinitystar.cli import main
 
     monkeypatch.setattr(pipeline_module, "BUILTIN_MODEL_DIR", tmp_path / "no_model_here")
@@ -297,7 +297,7 @@ def test_serve_without_a_builtin_model_exits_with_the_pipelines_message(tmp_path
 
 def test_serve_loads_the_checkpoint_and_launches_on_localhost(pipe, tmp_path, monkeypatch):
     _require_gradio()
-    import infinitystar.app as app_module
+    import infinitystar.app.page as app_module
     from infinitystar.cli import main
 
     folder = pipe.save_pretrained(tmp_path / "model")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from infinitystar.gen_layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
+from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
 
 pytestmark = pytest.mark.slow  # a server start (~10 s on 2 cores) and a browser; each generation is < 1 s
 
@@ -61,7 +61,7 @@ def demo_checkpoint(tmp_path_factory) -> str | None:
     """None (serve's default, the built-in model) when it is installed, else a tiny model folder."""
     if (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
         return None
-    from infinitystar.pipeline import InfinityStarPipeline
+    from infinitystar.generation.pipeline import InfinityStarPipeline
     from pipeline_fixture import TINY_PIPELINE, make_released_layout
 
     released = make_released_layout(tmp_path_factory.mktemp("released"))

@@ -30,8 +30,8 @@ def runs(tmp_path_factory) -> dict:
 
 
 def test_text_to_video_run_accounts_for_every_phase_and_flop(runs):
-    from infinitystar.config import get_preset
-    from infinitystar.flops import generation_flops
+    from infinitystar.generation.flops import generation_flops
+    from infinitystar.models.config import get_preset
     from infinitystar.schedule import build_schedule
 
     r = runs["t2v"]

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.block_runner import BlockRunner, InferenceOptions, attend_in_chunks
-from infinitystar.config import get_preset
-from infinitystar.generate import generate_latent
+from infinitystar.generation.loop import generate_latent
+from infinitystar.models.config import get_preset
+from infinitystar.models.transformer.block_runner import BlockRunner, InferenceOptions, attend_in_chunks
+from infinitystar.models.transformer.layers import sdpa
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import build_schedule
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_layers import sdpa
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.cli import main
-from infinitystar.gen_layouts import BUILTIN_MODEL_DIR
+from infinitystar.generation.layouts import BUILTIN_MODEL_DIR
+from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.media import read_video
-from infinitystar.pipeline import InfinityStarPipeline
+from infinitystar.text.builtin import BuiltinTextEncoder
 
 PROMPT = "a red circle moving right on a black background"
 
@@ -58,8 +58,8 @@ def test_the_built_in_model_follows_prompts(pipe):
     """12 held-out prompts (combinations never seen in training), fixed seeds, scored by the analytic evaluator.
     The shipped model gets colour, shape and motion right on 98-100 % of such prompts; a broken asset, sampler or
     decoder scores near chance (colour 12 %, shape 33 %, motion 20 %)."""
-    from infinitystar.world_captions import prompts
-    from infinitystar.world_report import evaluate
+    from infinitystar.world.captions import prompts
+    from infinitystar.world.evaluate import evaluate
 
     texts = prompts("heldout", 12, seed=3)
     videos = [pipe(text, seed=i).frames for i, text in enumerate(texts)]  # each [17, 128, 128, 3] uint8
@@ -73,8 +73,8 @@ def test_the_built_in_tokenizer_reconstructs_held_out_clips(pipe):
     30.2 dB; they hold harder objects); the tokenizer before its decoder fine-tune gets 26.7 dB on them, and a wrong
     decoder, latent scale or schedule far less."""
     from infinitystar.media import frames_to_uint8
-    from infinitystar.world import WorldDataset
-    from infinitystar.world_scenes import WorldSpec
+    from infinitystar.world.dataset import WorldDataset
+    from infinitystar.world.scenes import WorldSpec
     from round_trip import psnr, round_trip
 
     data = WorldDataset(8, seed=12345, split="heldout", spec=WorldSpec(frames=17, size=128))

@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
-from infinitystar.builtin_text import EOS, VOCABULARY, BuiltinTextEncoder, tokenize
-from infinitystar.config import get_preset
-from infinitystar.text import TextEncoder, encode_negative_prompt
-from infinitystar.text_prompts import decorate_prompt
-from infinitystar.world_captions import prompts
-from infinitystar.world_scenes import BACKGROUNDS, COLORS, MOTIONS, SHAPES
+from infinitystar.models.config import get_preset
+from infinitystar.text.builtin import EOS, VOCABULARY, BuiltinTextEncoder, tokenize
+from infinitystar.text.encoders import TextEncoder, encode_negative_prompt
+from infinitystar.text.prompts import decorate_prompt
+from infinitystar.world.captions import prompts
+from infinitystar.world.scenes import BACKGROUNDS, COLORS, MOTIONS, SHAPES
 
 PROMPT = "a red circle moving right on a black background"
 # BuiltinTextEncoder(channels=64) table, version 1, seed 0, 4096 buckets
@@ -67,7 +67,7 @@ def test_deterministic_across_instances_and_processes(encoder):
     assert torch.equal(encoder.table, again.table)
     assert torch.equal(encoder.encode([PROMPT])[0], again.encode([PROMPT])[0])
     code = (
-        "import hashlib; from infinitystar.builtin_text import BuiltinTextEncoder as E;"
+        "import hashlib; from infinitystar.text.builtin import BuiltinTextEncoder as E;"
         "f = E(channels=64).encode(['a red circle moving right on a black background'])[0];"
         "print(hashlib.sha256(f.numpy().tobytes()).hexdigest())"
     )
@@ -173,9 +173,9 @@ def test_device_moves_and_negative_prompt(encoder):
 def test_features_condition_a_transformer():
     """End to end: builtin features as the text prefix of a training forward; different prompts, different logits,
     and feature rows on the same scale as the learned null text."""
-    from infinitystar.config import TransformerConfig
+    from infinitystar.models.config import TransformerConfig
+    from infinitystar.models.transformer.model import InfinityTransformer
     from infinitystar.schedule import schedule_from_scales
-    from infinitystar.transformer import InfinityTransformer
 
     cfg = TransformerConfig(
         embed_dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128, block_chunks=1, text_channels=32
@@ -193,8 +193,8 @@ def test_features_condition_a_transformer():
 
 
 def test_save_and_load_through_the_pipeline_loader(tmp_path):
-    from infinitystar.text import TEXT_ENCODER_INDEX
-    from infinitystar.text_loading import load_text_encoder
+    from infinitystar.text.encoders import TEXT_ENCODER_INDEX
+    from infinitystar.text.loading import load_text_encoder
 
     enc = BuiltinTextEncoder(64, seed=3)
     enc.save_pretrained(tmp_path / "te")
@@ -211,8 +211,8 @@ def test_folders_saved_with_a_class_path_still_load(tmp_path):
     """Folders written before the ``"type"`` field (the shipped model of 0.1.0 among them) name a class path."""
     import json
 
-    from infinitystar.text import TEXT_ENCODER_INDEX
-    from infinitystar.text_loading import load_text_encoder
+    from infinitystar.text.encoders import TEXT_ENCODER_INDEX
+    from infinitystar.text.loading import load_text_encoder
 
     enc = BuiltinTextEncoder(64, seed=3)
     folder = tmp_path / "old"

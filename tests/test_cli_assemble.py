@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from infinitystar.builtin_text import BuiltinTextEncoder
 from infinitystar.cli import main
-from infinitystar.pipeline import InfinityStarPipeline
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_checkpoint import save_model_folder
-from infinitystar.vae_checkpoint import save_vae_folder
+from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.models.transformer.checkpoint import save_model_folder
+from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.vae.checkpoint import save_vae_folder
+from infinitystar.text.builtin import BuiltinTextEncoder
 from pipeline_fixture import TINY_PIPELINE, tiny_models
 
 
@@ -77,8 +77,8 @@ def test_assemble_rejects_a_bad_pipeline_config(tmp_path, capsys):
 def test_a_training_checkpoint_gives_the_weights_of_its_step(tmp_path, capsys):
     """``assemble --transformer RUN/step_N`` (evaluating a run midway): the architecture comes from the run's
     config.json, the weights from the checkpoint; at the last step they are the exported final weights."""
-    from infinitystar.train.transformer_module import transformer_from_checkpoint
-    from infinitystar.transformer_checkpoint import load_model_folder
+    from infinitystar.models.transformer.checkpoint import load_model_folder
+    from infinitystar.train.transformer.module import transformer_from_checkpoint
 
     recipe = {
         "model": {"preset": "tiny", "attn_impl": "dense"},

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from infinitystar.cli import main
+from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.generation.prompt_files import read_prompt_file, shard
 from infinitystar.media import read_video
-from infinitystar.pipeline import InfinityStarPipeline
-from infinitystar.prompt_files import read_prompt_file, shard
 from pipeline_fixture import TINY_PIPELINE, make_released_layout
 
 
@@ -114,7 +114,7 @@ def test_bad_arguments_exit_2_with_one_message(model_dir, tmp_path, capsys):
 
 
 def test_without_checkpoint_the_missing_builtin_model_is_explained(monkeypatch, tmp_path, capsys):
-    import infinitystar.gen_layouts as pl
+    import infinitystar.generation.layouts as pl
 
     monkeypatch.setattr(pl, "BUILTIN_MODEL_DIR", tmp_path / "none")
     assert main(["generate", "a red circle moving right on a black background"]) == 2

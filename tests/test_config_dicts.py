@@ -9,11 +9,11 @@ from typing import Literal
 import pytest
 
 from infinitystar.cli import main
-from infinitystar.config import TransformerConfig, VAEConfig
 from infinitystar.config_dicts import ConfigError, describe, from_dict
-from infinitystar.gen_plan import PipelineConfig
-from infinitystar.train.config import TrainConfig
-from infinitystar.train.tokenizer_config import TokenizerTrainConfig
+from infinitystar.generation.plan import PipelineConfig
+from infinitystar.models.config import TransformerConfig, VAEConfig
+from infinitystar.train.tokenizer.config import TokenizerTrainConfig
+from infinitystar.train.transformer.config import TrainConfig
 
 BASE = {"schedule": {"scales": [[1, 1], [2, 2]]}, "data": {"synthetic": {"latent_hw": [2, 2]}}}
 

@@ -305,7 +305,7 @@ def test_input_manifest_relative_paths_and_errors(media, tmp_path):
 
 
 def test_output_is_readable_by_the_training_manifest_reader(media, tmp_path):
-    manifest = pytest.importorskip("infinitystar.train.manifest")
+    manifest = pytest.importorskip("infinitystar.train.data.manifest")
     out = tmp_path / "m.jsonl"
     run_curate(media, out, CFG)
     items = manifest.read_manifest(out).items
@@ -351,7 +351,7 @@ def test_cli_curate(media, tmp_path, capsys):
 def test_cli_defaults_are_the_config_defaults():
     import argparse
 
-    from infinitystar.curate.cli import add_parser, config_from_args
+    from infinitystar.cli.curate import add_parser, config_from_args
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())

@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from infinitystar import metrics
+from infinitystar.evaluation import metrics
 from infinitystar.cli import main
-from infinitystar.eval_extractors import CLIPScorer, I3DFeatureExtractor
-from infinitystar.eval_files import find_output, read_frames
-from infinitystar.eval_prompts import parse_world_spec, write_world_prompt_file, write_world_prompts
-from infinitystar.eval_score import parse_metrics, score_outputs
-from infinitystar.evaluate import PARTIAL_FILE
+from infinitystar.evaluation.extractors import CLIPScorer, I3DFeatureExtractor
+from infinitystar.evaluation.files import find_output, read_frames
+from infinitystar.evaluation.prompts import parse_world_spec, write_world_prompt_file, write_world_prompts
+from infinitystar.evaluation.score import parse_metrics, score_outputs
+from infinitystar.evaluation.summary import PARTIAL_FILE
+from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.generation.prompt_files import read_prompt_file
 from infinitystar.media import read_video, write_video
-from infinitystar.pipeline import InfinityStarPipeline
-from infinitystar.prompt_files import read_prompt_file
-from infinitystar.world_captions import parse_caption
-from infinitystar.world_render import render
-from infinitystar.world_report import evaluate as world_evaluate
-from infinitystar.world_scenes import HELDOUT_COMBOS, MOTION_DIRECTIONS, Scene
+from infinitystar.world.captions import parse_caption
+from infinitystar.world.evaluate import evaluate as world_evaluate
+from infinitystar.world.render import render
+from infinitystar.world.scenes import HELDOUT_COMBOS, MOTION_DIRECTIONS, Scene
 from pipeline_fixture import TINY_PIPELINE, make_released_layout
 
 
@@ -352,7 +352,7 @@ def test_a_failed_item_is_reported_and_the_rest_scored(model_dir, tmp_path, caps
 
 
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, monkeypatch):
-    import infinitystar.gen_layouts as pl
+    import infinitystar.generation.layouts as pl
 
     cases = [
         (["--prompts", tmp_path / "none.jsonl", "--out-dir", tmp_path / "o"], "prompt file not found"),

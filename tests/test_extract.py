@@ -10,10 +10,13 @@ import torch
 from safetensors import safe_open
 
 from infinitystar.cli import main as cli_main
-from infinitystar.config import VAEConfig
 from infinitystar.media import write_video
-from infinitystar.train.captions import candidate_captions, item_seed
-from infinitystar.train.latent_cache import (
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.vae.checkpoint import save_original_vae_checkpoint
+from infinitystar.models.vae.model import VideoVAE
+from infinitystar.train.data.captions import candidate_captions, item_seed
+from infinitystar.train.data.extract import extract_latents
+from infinitystar.train.data.latent_cache import (
     CacheError,
     cache_file,
     cache_key,
@@ -21,11 +24,8 @@ from infinitystar.train.latent_cache import (
     read_entry,
     read_index,
 )
-from infinitystar.train.latent_extract import extract_latents
-from infinitystar.train.manifest import read_manifest
-from infinitystar.train.preprocess import load_item
-from infinitystar.vae import VideoVAE
-from infinitystar.vae_checkpoint import save_original_vae_checkpoint
+from infinitystar.train.data.manifest import read_manifest
+from infinitystar.train.data.preprocess import load_item
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 
@@ -174,7 +174,7 @@ def test_settings_mismatch_and_sharding(data, tmp_path):
 
 
 def test_text_features_are_stored_per_candidate_caption(data, tmp_path):
-    from infinitystar.text import TextEncoder
+    from infinitystar.text.encoders import TextEncoder
 
     class CharEncoder(TextEncoder):
         """A deterministic toy encoder: one 4-channel row per character (code point features)."""
@@ -199,7 +199,7 @@ def test_text_features_are_stored_per_candidate_caption(data, tmp_path):
     b = next(e for e in read_index(out) if e.source.endswith("b.mp4"))
     assert b.text_captions == tuple(candidate_captions("video", "Tall box.", "Other.", None, 1))
     assert b.text_captions == ("<<<t=1s>>>Tall box.", "<<<t=1s>>>Other.")
-    from infinitystar.train.latent_cache import load_text_features
+    from infinitystar.train.data.latent_cache import load_text_features
 
     feats = load_text_features(out, b, "<<<t=1s>>>Other.")
     assert feats.shape == (len("<<<t=1s>>>Other."), 4) and feats[0, 0] == ord("<")
@@ -262,7 +262,7 @@ def test_cli_extract_with_tiny_t5(data, tmp_path, capsys):
     args = ["extract", "--manifest", str(data / "train.jsonl"), "--out", str(out), "--vae", str(ckpt), "--t5", str(t5)]
     assert cli_main(args + ["--resolution", "32x48", "--max-frames", "21", "--device", "cpu", "--quiet"]) == 0
     entry = next(e for e in read_index(out) if e.kind == "image")
-    from infinitystar.train.latent_cache import load_text_features
+    from infinitystar.train.data.latent_cache import load_text_features
 
     feats = load_text_features(out, entry, "blue")
     assert feats.shape == (2, 32) and torch.isfinite(feats).all()  # "blue" + </s>

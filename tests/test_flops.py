@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infinitystar.config import get_preset
-from infinitystar.flops import attention_flops, block_linear_flops, generation_flops
+from infinitystar.generation.flops import attention_flops, block_linear_flops, generation_flops
+from infinitystar.models.config import get_preset
 from infinitystar.schedule import build_schedule
 
 

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from infinitystar.config import get_preset
-from infinitystar.generate import SamplingOptions, generate_latent
-from infinitystar.quantizer import decode_bits, encode_pyramid
-from infinitystar.sampling import Guidance
+from infinitystar.generation.loop import SamplingOptions, generate_latent
+from infinitystar.generation.sampling import Guidance
+from infinitystar.models.config import get_preset
+from infinitystar.models.quantizer import decode_bits, encode_pyramid
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import schedule_from_scales
-from infinitystar.transformer import InfinityTransformer
 
 
 @pytest.fixture(scope="module")

@@ -227,7 +227,7 @@ def test_curation_and_training_raise_the_same_media_error(tmp_path):
 
     import infinitystar.media
     from infinitystar import curate as curate_probe  # curation's exports
-    from infinitystar.train import preprocess
+    from infinitystar.train.data import preprocess
 
     assert curate_probe.MediaError is preprocess.MediaError is infinitystar.media.MediaError
     assert issubclass(infinitystar.media.MediaError, ValueError)

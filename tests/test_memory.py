@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from infinitystar.config import get_preset
-from infinitystar.memory import GIB, estimate_generation_memory, transformer_params
+from infinitystar.generation.memory import GIB, estimate_generation_memory, transformer_params
+from infinitystar.models.config import get_preset
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import build_schedule
 from infinitystar.sizes import latent_frames
-from infinitystar.transformer import InfinityTransformer
 
 
 def test_parameter_count_matches_the_module_and_the_release():

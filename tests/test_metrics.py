@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from curate_fixtures import make_tiny_clip, moving, static
-from infinitystar import metrics
-from infinitystar.eval_extractors import CLIPScorer, I3DFeatureExtractor, clip_score, fvd
+from infinitystar.evaluation import metrics
+from infinitystar.evaluation.extractors import CLIPScorer, I3DFeatureExtractor, clip_score, fvd
 
 
 def test_flicker_of_a_constant_video_is_one():

@@ -10,11 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.config import TransformerConfig
-from infinitystar.generate import SamplingOptions, generate_latent
-from infinitystar.sampling import Guidance
+from infinitystar.generation.loop import SamplingOptions, generate_latent
+from infinitystar.generation.sampling import Guidance
+from infinitystar.models.config import TransformerConfig
+from infinitystar.models.transformer.checkpoint import load_original_transformer
 from infinitystar.schedule import schedule_from_original_config
-from infinitystar.transformer_checkpoint import load_original_transformer
 from parity_utils import assert_close_abs, assert_close_rel, assert_equal_int, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
@@ -112,7 +112,7 @@ def test_sampled_runs(dump_dir, prefix):
 def test_text_to_video_end_to_end_decoded(dump_dir):
     """Free-running generation, then the VAE decode and the original's uint8 post-processing."""
     from infinitystar.media import frames_to_uint8
-    from infinitystar.vae import VideoVAE
+    from infinitystar.models.vae.model import VideoVAE
 
     dump = get_dump(dump_dir)
     model, schedule, options = build(dump)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.quantizer import decode_bits, encode_pyramid
+from infinitystar.models.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import schedule_from_original_config, schedule_from_scales
 from parity_utils import assert_close_abs, assert_equal_int, dump_params, get_dump
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from infinitystar.config import TransformerConfig
-from infinitystar.rope import rope_cos_sin, text_rope
+from infinitystar.models.config import TransformerConfig
+from infinitystar.models.rope import rope_cos_sin, text_rope
+from infinitystar.models.transformer.attention import block_visibility
+from infinitystar.models.transformer.checkpoint import load_original_transformer
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import Schedule, schedule_from_original_config
-from infinitystar.train.transformer_loss import bit_loss
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_attention import block_visibility
-from infinitystar.transformer_checkpoint import load_original_transformer
+from infinitystar.train.transformer.loss import bit_loss
 from parity_utils import Dump, assert_close_rel, assert_equal_int, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
@@ -90,7 +90,7 @@ def test_rope_tables(path):
 def test_visual_rope_of_the_training_pack(path):
     dump, cfg, schedule, _ = _get(path)
     _require(dump, "tf.visual_rope_cache")
-    from infinitystar.rope import packed_visual_rope
+    from infinitystar.models.rope import packed_visual_rope
 
     cos, sin = packed_visual_rope(schedule, _chosen_steps(dump, schedule), cfg.head_dim, cfg.rope_theta)
     ref = dump["tf.visual_rope_cache"]  # [2, 1, 1, 1, Nvis, hd/2]

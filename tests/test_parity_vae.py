@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.config import VAEConfig
 from infinitystar.media import frames_to_uint8
-from infinitystar.vae import VideoVAE
-from infinitystar.vae_checkpoint import infer_vae_config, read_original_vae_state
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.vae.checkpoint import infer_vae_config, read_original_vae_state
+from infinitystar.models.vae.model import VideoVAE
 from parity_utils import assert_close_rel, dump_params, get_dump
 
 pytestmark = pytest.mark.parity

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from infinitystar.checkpoints import CheckpointError
-from infinitystar.gen_layouts import MODEL_INDEX, BuiltinModelMissing
-from infinitystar.gen_plan import PipelineConfig, Window, plan_windows, resolve_duration
+from infinitystar.generation.layouts import MODEL_INDEX, BuiltinModelMissing
+from infinitystar.generation.naming import default_filename
+from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.generation.plan import PipelineConfig, Window, plan_windows, resolve_duration
 from infinitystar.media import read_video, write_video
-from infinitystar.naming import default_filename
-from infinitystar.pipeline import InfinityStarPipeline
 from pipeline_fixture import TINY_PIPELINE, make_released_layout
 from round_trip import psnr, round_trip
 
@@ -47,7 +47,7 @@ def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def test_plan_windows_released_480p_and_720p():
-    from infinitystar.gen_plan import RELEASED_CONFIGS
+    from infinitystar.generation.plan import RELEASED_CONFIGS
 
     c480, c720 = RELEASED_CONFIGS["480p"], RELEASED_CONFIGS["720p"]
     assert plan_windows(0, 81, c480) == [Window(0, 81)]
@@ -272,7 +272,7 @@ def test_missing_and_broken_checkpoints(released, tmp_path):
 
 
 def test_builtin_model_missing_is_explained(monkeypatch, tmp_path):
-    import infinitystar.gen_layouts as pl
+    import infinitystar.generation.layouts as pl
 
     monkeypatch.setattr(pl, "BUILTIN_MODEL_DIR", tmp_path / "none")
     with pytest.raises(BuiltinModelMissing, match="no built-in default model"):
@@ -308,7 +308,7 @@ def test_bad_inputs_give_one_clear_error(pipe, tmp_path):
 
 def test_text_encoder_width_must_match(pipe):
     narrow = dataclasses.replace(pipe.transformer.cfg, text_channels=16)
-    from infinitystar.transformer import InfinityTransformer
+    from infinitystar.models.transformer.model import InfinityTransformer
 
     with pytest.raises(ValueError, match="32-channel features"):
         InfinityStarPipeline(InfinityTransformer(narrow), pipe.vae, pipe.text_encoder)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from infinitystar.quantizer import (
+from infinitystar.models.quantizer import (
     SelfCorrection,
     bits_to_codes,
     decode_bits,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.rope import (
+from infinitystar.models.rope import (
     apply_rope,
     axis_pairs,
     inv_frequencies,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from infinitystar.sampling import Guidance, apg_guidance, apply_temperature, cfg_guidance, guide, sample_bits
+from infinitystar.generation.sampling import Guidance, apg_guidance, apply_temperature, cfg_guidance, guide, sample_bits
 
 
 def test_temperature_multiplies_by_reciprocal():

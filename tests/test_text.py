@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from infinitystar.text import RELEASED_T5_SUBFOLDER, T5TextEncoder, encode_negative_prompt
-from infinitystar.text_prompts import ORIGINAL_SUFFIX, check_prompt, decorate_prompt, duration_tag
-from infinitystar.text_rewriter import DEFAULT_SYSTEM_PROMPT, PromptRewriter, rewrite_or_keep
+from infinitystar.text.encoders import RELEASED_T5_SUBFOLDER, T5TextEncoder, encode_negative_prompt
+from infinitystar.text.prompts import ORIGINAL_SUFFIX, check_prompt, decorate_prompt, duration_tag
+from infinitystar.text.rewriter import DEFAULT_SYSTEM_PROMPT, PromptRewriter, rewrite_or_keep
 
 PROMPTS = [
     "a cat",
@@ -223,7 +223,7 @@ def test_missing_transformers_gives_install_hint(monkeypatch, tmp_path):
 
 
 def test_importing_package_does_not_import_transformers():
-    code = "import sys, infinitystar, infinitystar.text; assert 'transformers' not in sys.modules"
+    code = "import sys, infinitystar, infinitystar.text.encoders; assert 'transformers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

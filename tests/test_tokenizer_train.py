@@ -10,20 +10,20 @@ import pytest
 import torch
 
 from infinitystar.cli import main
-from infinitystar.config import VAEConfig
-from infinitystar.train.discriminator import DiscriminatorConfig
-from infinitystar.train.tokenizer_config import (
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.vae.checkpoint import load_original_vae_state_dict, read_original_vae_state
+from infinitystar.models.vae.model import VideoVAE
+from infinitystar.train.tokenizer.config import (
     DataConfig,
     LossConfig,
     OptimConfig,
     QuantizerConfig,
     TokenizerTrainConfig,
 )
-from infinitystar.train.tokenizer_data import ClipStream, SmoothClips, build_data_source
-from infinitystar.train.tokenizer_train import TokenizerTrainer
-from infinitystar.vae import VideoVAE
-from infinitystar.vae_checkpoint import load_original_vae_state_dict, read_original_vae_state
-from infinitystar.world_scenes import WorldSpec
+from infinitystar.train.tokenizer.data import ClipStream, SmoothClips, build_data_source
+from infinitystar.train.tokenizer.discriminator import DiscriminatorConfig
+from infinitystar.train.tokenizer.trainer import TokenizerTrainer
+from infinitystar.world.scenes import WorldSpec
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 
@@ -104,7 +104,7 @@ def test_quantized_stage_inherits_the_continuous_vae(tmp_path):
 
 
 def test_fitted_latent_scale_quantises_better(tmp_path):
-    from infinitystar.train.tokenizer_pyramid import quantize_pyramid_ste
+    from infinitystar.train.tokenizer.pyramid import quantize_pyramid_ste
 
     trainer = TokenizerTrainer(tiny_config("quantized"), tmp_path, from_scratch=True, progress=False)
     video = trainer.stream.batch(0)
@@ -124,7 +124,7 @@ def test_fitted_latent_scale_quantises_better(tmp_path):
 def test_freezing_the_tokens_trains_the_decoder_on_the_cached_bits(tmp_path):
     """freeze=["tokens"]: the encoder, the projection before the quantizer and the latent scale stay as inherited
     (no scale fit either), so the bits of every clip are those of the inherited tokenizer; the decoder moves."""
-    from infinitystar.quantizer import encode_pyramid
+    from infinitystar.models.quantizer import encode_pyramid
 
     TokenizerTrainer(tiny_config("quantized", steps=2), tmp_path / "tok", from_scratch=True, progress=False).fit()
     inherited = VideoVAE(TINY)

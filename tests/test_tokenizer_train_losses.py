@@ -9,20 +9,20 @@ import pytest
 import torch
 
 from infinitystar.checkpoints import CheckpointError
-from infinitystar.config import VAEConfig
-from infinitystar.quantizer import RunningSum, encode_pyramid
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.quantizer import RunningSum, encode_pyramid
+from infinitystar.models.vae.model import VideoVAE
 from infinitystar.schedule import build_schedule, schedule_from_scales
-from infinitystar.train.discriminator import DiscriminatorConfig, PatchDiscriminator
-from infinitystar.train.perceptual import PerceptualLoss, VGG16Features
-from infinitystar.train.tokenizer_losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, kl_divergence
-from infinitystar.train.tokenizer_pyramid import (
+from infinitystar.train.tokenizer.discriminator import DiscriminatorConfig, PatchDiscriminator
+from infinitystar.train.tokenizer.losses import adaptive_gan_weight, hinge_d_loss, hinge_g_loss, kl_divergence
+from infinitystar.train.tokenizer.perceptual import PerceptualLoss, VGG16Features
+from infinitystar.train.tokenizer.pyramid import (
     BSQLossConfig,
     bsq_entropy,
     draw_quantizer_depth,
     quantize_pyramid_ste,
     tokenizer_schedule,
 )
-from infinitystar.vae import VideoVAE
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 
 from infinitystar.checkpoints import CheckpointError
-from infinitystar.config import TransformerConfig
+from infinitystar.models.config import TransformerConfig
+from infinitystar.models.transformer.checkpoint import is_model_folder, load_model_folder, save_model_folder
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.train.checkpointing import list_checkpoints, load_latest_checkpoint, save_checkpoint
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_checkpoint import is_model_folder, load_model_folder, save_model_folder
 
 
 class Counter:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from infinitystar.cli import build_parser
+from infinitystar.cli.train import resolve_config
 from infinitystar.config_dicts import apply_overrides, parse_override
-from infinitystar.train.cli import resolve_config
-from infinitystar.train.config import TrainConfig
+from infinitystar.train.transformer.config import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

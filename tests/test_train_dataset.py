@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 
-from infinitystar.config import VAEConfig
 from infinitystar.media import write_video
-from infinitystar.text import TextEncoder
-from infinitystar.text_prompts import duration_tag
-from infinitystar.train.captions import CaptionOptions
-from infinitystar.train.dataset import LatentDataset, TrainSample
-from infinitystar.train.latent_cache import CacheError, read_index
-from infinitystar.train.latent_extract import extract_latents
-from infinitystar.train.media_dataset import MediaDataset, MediaSample
-from infinitystar.vae import VideoVAE
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.vae.model import VideoVAE
+from infinitystar.text.encoders import TextEncoder
+from infinitystar.text.prompts import duration_tag
+from infinitystar.train.data.captions import CaptionOptions
+from infinitystar.train.data.dataset import LatentDataset, TrainSample
+from infinitystar.train.data.extract import extract_latents
+from infinitystar.train.data.latent_cache import CacheError, read_index
+from infinitystar.train.data.media_dataset import MediaDataset, MediaSample
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 
@@ -134,7 +134,7 @@ def test_batches_share_one_bucket(data):
     assert {s.duration for s in batch} == {1} and {tuple(s.latent.shape) for s in batch} == {(64, 5, 2, 4)}
     full = {e.key: e for e in read_index(data / "cache")}
     long_sample = next(s for s in batch if "long" in s.key)
-    from infinitystar.train.latent_cache import load_latent
+    from infinitystar.train.data.latent_cache import load_latent
 
     assert torch.equal(long_sample.latent, load_latent(data / "cache", full[long_sample.key])[:, :5])
 

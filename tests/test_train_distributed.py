@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from infinitystar.checkpoints import read_safetensors
-from infinitystar.train.metrics import read_metrics
+from infinitystar.train.metrics_log import read_metrics
 
 
 def recipe(tmp_path, **over) -> str:

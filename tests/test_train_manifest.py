@@ -14,9 +14,9 @@ from PIL import Image
 
 from infinitystar.media import write_video
 from infinitystar.sizes import aspect_templates, nearest_template, pixel_size
-from infinitystar.text_prompts import duration_tag
-from infinitystar.train.buckets import plan_batches, shard_items
-from infinitystar.train.captions import (
+from infinitystar.text.prompts import duration_tag
+from infinitystar.train.data.buckets import plan_batches, shard_items
+from infinitystar.train.data.captions import (
     CaptionOptions,
     candidate_captions,
     item_generator,
@@ -25,8 +25,8 @@ from infinitystar.train.captions import (
     sentence_bounds,
     training_caption,
 )
-from infinitystar.train.manifest import ManifestError, read_manifest, write_manifest
-from infinitystar.train.preprocess import (
+from infinitystar.train.data.manifest import ManifestError, read_manifest, write_manifest
+from infinitystar.train.data.preprocess import (
     MediaError,
     Resolution,
     extraction_frames,

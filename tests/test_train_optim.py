@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from infinitystar.config import VAEConfig
-from infinitystar.train.config import TrainConfig
+from infinitystar.models.config import VAEConfig
 from infinitystar.train.optim import LRSchedule
-from infinitystar.train.tokenizer_config import DataConfig, OptimConfig, TokenizerTrainConfig
-from infinitystar.train.tokenizer_train import TokenizerTrainer
-from infinitystar.train.trainer import Trainer
+from infinitystar.train.tokenizer.config import DataConfig, OptimConfig, TokenizerTrainConfig
+from infinitystar.train.tokenizer.trainer import TokenizerTrainer
+from infinitystar.train.transformer.config import TrainConfig
+from infinitystar.train.transformer.trainer import Trainer
 
 
 def test_schedule_factor_and_value():

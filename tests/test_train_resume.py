@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from infinitystar.checkpoints import read_safetensors
-from infinitystar.train.metrics import read_metrics
+from infinitystar.train.metrics_log import read_metrics
 
 RECIPE = {
     "model": {"preset": "tiny", "attn_impl": "dense"},

@@ -24,9 +24,9 @@ def _setup():
 
     import torch
 
-    from infinitystar.config import TransformerConfig
+    from infinitystar.models.config import TransformerConfig
+    from infinitystar.models.transformer.model import InfinityTransformer
     from infinitystar.schedule import schedule_from_scales
-    from infinitystar.transformer import InfinityTransformer
 
     cfg = TransformerConfig(
         embed_dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128, block_chunks=1, text_channels=24
@@ -53,7 +53,7 @@ def _setup():
 
 
 def _run(model, sched, codes, texts, labels, counters):
-    from infinitystar.train.transformer_loss import bit_loss
+    from infinitystar.train.transformer.loss import bit_loss
 
     model.zero_grad(set_to_none=True)
     out = model(codes, texts, sched, counters, attn_impl="dense")
@@ -67,7 +67,7 @@ def worker(out_file: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from infinitystar.train.sequence_parallel import enable_sequence_parallel
+    from infinitystar.train.transformer.sequence_parallel import enable_sequence_parallel
 
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
@@ -111,9 +111,9 @@ def test_sequence_parallel_two_ranks_match_one(tmp_path):
 def test_sequence_parallel_rejects_indivisible_heads(monkeypatch):
     import torch
 
-    import infinitystar.train.sequence_parallel as spm
-    from infinitystar.config import TransformerConfig
-    from infinitystar.transformer import InfinityTransformer
+    import infinitystar.train.transformer.sequence_parallel as spm
+    from infinitystar.models.config import TransformerConfig
+    from infinitystar.models.transformer.model import InfinityTransformer
 
     class FakeSP:  # a 3-rank group, without a process group
         size = 3

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.rope import packed_visual_rope
+from infinitystar.models.rope import packed_visual_rope
 from infinitystar.schedule import build_schedule, schedule_from_scales
-from infinitystar.train.scale_subsets import (
+from infinitystar.train.transformer.scale_subsets import (
     ScaleSubsetSampler,
     general_options,
     original_options,

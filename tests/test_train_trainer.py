@@ -10,14 +10,14 @@ import torch
 import torch.nn as nn
 
 from infinitystar.checkpoints import CheckpointError
-from infinitystar.quantizer import SelfCorrection, encode_pyramid
-from infinitystar.train.config import TrainConfig
-from infinitystar.train.metrics import read_metrics
+from infinitystar.models.quantizer import SelfCorrection, encode_pyramid
+from infinitystar.models.transformer.checkpoint import load_model_folder, save_original_transformer
+from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.train.metrics_log import read_metrics
 from infinitystar.train.optim import EMA, LRSchedule
 from infinitystar.train.seeds import make_generator
-from infinitystar.train.trainer import Trainer
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_checkpoint import load_model_folder, save_original_transformer
+from infinitystar.train.transformer.config import TrainConfig
+from infinitystar.train.transformer.trainer import Trainer
 
 TEXT_C = 64  # the tiny preset's text width
 
@@ -263,11 +263,11 @@ def test_trains_from_a_latent_cache(tmp_path):
     """End to end with the cache ``infinitystar extract`` writes (LatentDataset), resumed once."""
     import json
 
-    from infinitystar.config import VAEConfig
     from infinitystar.media import write_video
-    from infinitystar.text import TextEncoder
-    from infinitystar.train.latent_extract import extract_latents
-    from infinitystar.vae import VideoVAE
+    from infinitystar.models.config import VAEConfig
+    from infinitystar.models.vae.model import VideoVAE
+    from infinitystar.text.encoders import TextEncoder
+    from infinitystar.train.data.extract import extract_latents
 
     class CharEncoder(TextEncoder):
         channels, max_length = 4, 512
@@ -374,7 +374,7 @@ def test_tiny_recipe_through_the_cli(tmp_path):
 
 
 def test_synthetic_dataset_global_batches_do_not_depend_on_the_rank_count():
-    from infinitystar.train.synthetic import SyntheticLatentDataset
+    from infinitystar.train.data.synthetic import SyntheticLatentDataset
 
     kw = dict(num_samples=10, latent_frames=[1, 5], latent_hw=(2, 2), text_channels=3, seed=4)
     one = SyntheticLatentDataset(batch_size=4, **kw)

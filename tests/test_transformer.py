@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infinitystar.config import TransformerConfig
-from infinitystar.rope import text_rope
+from infinitystar.models.config import TransformerConfig
+from infinitystar.models.rope import text_rope
+from infinitystar.models.transformer.attention import block_visibility, pack_block_ids
+from infinitystar.models.transformer.layers import sdpa
+from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import schedule_from_scales
-from infinitystar.train.transformer_loss import bit_loss, scale_loss_weights
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_attention import block_visibility, pack_block_ids
-from infinitystar.transformer_layers import sdpa
+from infinitystar.train.transformer.loss import bit_loss, scale_loss_weights
 
 CFG = TransformerConfig(
     embed_dim=64, depth=2, num_heads=4, num_kv_heads=2, mlp_hidden=128, block_chunks=1, text_channels=24
@@ -122,7 +122,7 @@ def test_block_residual_structure(model):
 
 
 def test_rmsnorm_computes_in_float32():
-    from infinitystar.transformer_layers import RMSNorm
+    from infinitystar.models.transformer.layers import RMSNorm
 
     norm = RMSNorm(8).to(torch.bfloat16)
     x = torch.randn(3, 8).to(torch.bfloat16) * 100
@@ -211,7 +211,7 @@ def test_flex_attention_path_matches_dense(model):
 
 
 def test_auto_attention_falls_back_to_dense_when_flex_fails(model, monkeypatch):
-    import infinitystar.transformer as T
+    import infinitystar.models.transformer.model as T
 
     sched = _schedule()
     codes = _codes(sched)

@@ -8,11 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import infinitystar.transformer_checkpoint as tc
+import infinitystar.models.transformer.checkpoint as tc
 from infinitystar.checkpoints import CheckpointError
-from infinitystar.config import TransformerConfig
-from infinitystar.transformer import InfinityTransformer
-from infinitystar.transformer_checkpoint import (
+from infinitystar.models.config import TransformerConfig
+from infinitystar.models.transformer.checkpoint import (
     INDEX_NAME,
     expected_original_shapes,
     load_original_transformer,
@@ -21,6 +20,7 @@ from infinitystar.transformer_checkpoint import (
     save_original_transformer,
     to_original_state_dict,
 )
+from infinitystar.models.transformer.model import InfinityTransformer
 
 CFG = TransformerConfig(
     embed_dim=32,

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from infinitystar.checkpoints import CheckpointError, save_safetensors
-from infinitystar.config import VAEConfig
 from infinitystar.media import frames_to_uint8
-from infinitystar.vae import VideoVAE
-from infinitystar.vae_checkpoint import (
+from infinitystar.models.config import VAEConfig
+from infinitystar.models.vae.checkpoint import (
     infer_vae_config,
     load_original_vae_state_dict,
     original_vae_state_dict,
     save_original_vae_checkpoint,
 )
+from infinitystar.models.vae.model import VideoVAE
 
 TINY = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
 WHOLE = 10_000  # a chunk size larger than any test video: one chunk, no cache
@@ -167,7 +167,7 @@ def test_chunking_is_exact_in_float64(vae):
 def test_time_sliced_conv_equals_plain(vae, monkeypatch):
     """Very large conv inputs are convolved in overlapping time slices (like the original's
     SafeConv3d); force that path with a tiny limit."""
-    import infinitystar.vae_layers as vae_module
+    import infinitystar.models.vae.layers as vae_module
 
     video = _video(9, 16, 16)
     with torch.inference_mode():
@@ -382,7 +382,7 @@ def test_vae_folders_and_older_tokenizer_runs_load(vae, tmp_path):
     (``vae.safetensors`` + ``vae_config.json``) keep loading."""
     import json
 
-    from infinitystar.vae_checkpoint import save_vae_folder, vae_config_of, vae_weights_file
+    from infinitystar.models.vae.checkpoint import save_vae_folder, vae_config_of, vae_weights_file
 
     weights = save_vae_folder(vae, tmp_path / "run" / "vae", dtype=torch.float16)
     assert weights == tmp_path / "run" / "vae" / "model.safetensors"
@@ -544,6 +544,6 @@ def test_frames_to_uint8_bad_input(bad, match):
     ],
 )
 def test_chunk_plan(total, size, expected):
-    from infinitystar.vae import _chunk_bounds
+    from infinitystar.models.vae.model import _chunk_bounds
 
     assert _chunk_bounds(total, size) == expected

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from infinitystar.media import read_image, read_video
-from infinitystar.world import WorldDataset, write_world
-from infinitystar.world_captions import caption, parse_caption, prompts
-from infinitystar.world_render import render
-from infinitystar.world_scenes import (
+from infinitystar.world.captions import caption, parse_caption, prompts
+from infinitystar.world.dataset import WorldDataset, write_world
+from infinitystar.world.render import render
+from infinitystar.world.scenes import (
     ALL_COMBOS,
     BACKGROUNDS,
     COLORS,

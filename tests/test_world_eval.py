@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infinitystar.world_captions import caption, prompts
-from infinitystar.world_eval import EvalConfig, analyze, psnr, to_frames
-from infinitystar.world_render import render
-from infinitystar.world_report import evaluate, evaluate_video
-from infinitystar.world_scenes import ALL_COMBOS, BACKGROUNDS, HELDOUT_COMBOS, Scene, WorldSpec, sample_scene
+from infinitystar.world.analysis import EvalConfig, analyze, psnr, to_frames
+from infinitystar.world.captions import caption, prompts
+from infinitystar.world.evaluate import evaluate, evaluate_video
+from infinitystar.world.render import render
+from infinitystar.world.scenes import ALL_COMBOS, BACKGROUNDS, HELDOUT_COMBOS, Scene, WorldSpec, sample_scene
 
 SIZE = 64
 BG_CYCLE = tuple(BACKGROUNDS)

@@ -32,15 +32,15 @@ from pathlib import Path
 import torch
 
 from infinitystar.cli import main as cli
+from infinitystar.evaluation.metrics import psnr
 from infinitystar.media import frames_to_uint8
-from infinitystar.metrics import psnr
-from infinitystar.quantizer import decode_bits, encode_pyramid
+from infinitystar.models.quantizer import decode_bits, encode_pyramid
+from infinitystar.models.vae.checkpoint import vae_weights_file
+from infinitystar.models.vae.model import VideoVAE
 from infinitystar.schedule import build_schedule
-from infinitystar.vae import VideoVAE
-from infinitystar.vae_checkpoint import vae_weights_file
-from infinitystar.world import WorldDataset
-from infinitystar.world_report import evaluate_video
-from infinitystar.world_scenes import WorldSpec
+from infinitystar.world.dataset import WorldDataset
+from infinitystar.world.evaluate import evaluate_video
+from infinitystar.world.scenes import WorldSpec
 
 SMALL_WORLD = WorldSpec(frames=17, size=128, size_range=(0.18, 0.30), travel_range=(0.30, 0.50))  # run.sh's SMALL
 MODEL_WORLD = WorldSpec(frames=17, size=128)

@@ -22,7 +22,7 @@ checkpoints are kept. The original writes one unsharded ``.pth`` from rank 0 (th
 and optimizer gathered) and every rank reads all of it back.
 
 The final model is written separately, as a trained-model folder
-(:func:`infinitystar.transformer_checkpoint.save_model_folder`), which ``--init`` accepts.
+(:func:`infinitystar.models.transformer.checkpoint.save_model_folder`), which ``--init`` accepts.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The web demo (``infinitystar serve``): input checks, generation handlers, and the gradio page."""

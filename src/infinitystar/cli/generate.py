@@ -1,0 +1,201 @@
+"""``infinitystar generate``: one prompt, or a batch from a prompt file (resumable, torchrun-sharded)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from infinitystar.launch import rank_device, torchrun_env
+
+ORIGINAL_SUFFIX_FLAG = "original"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate an image or a video from a prompt (the built-in model unless --checkpoint is given)",
+        description="Generate an image (--duration 0) or a video. Without --checkpoint the built-in default model "
+        "runs; with --image, image-to-video; with --video, continuation; durations beyond the model's trained "
+        "length are generated window after window (long video).",
+    )
+    p.add_argument("prompt", nargs="?", help="what to generate (omit with --prompts)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--image", help="image-to-video: the first frame (png, jpg, webp)")
+    src.add_argument("--video", help="continuation: the video to continue (mp4, webm, mov)")
+    p.add_argument("--duration", type=float, help="seconds; 0 = an image (default: the model's, 5 s for 8B)")
+    p.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
+    p.add_argument("--aspect-ratio", help="W:H such as 16:9, 1:1, 9:16 (default: the input's, else the model's)")
+    p.add_argument("--seed", type=int, help="random seed (default: a random one, printed and put in the file name)")
+    p.add_argument("--guidance", choices=("apg", "cfg", "none"), help="guidance method (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, help="guidance strength (default: the model's, 34 for 8B)")
+    p.add_argument("--negative-prompt", help="what to steer away from (default: the learned null text)")
+    p.add_argument("--temperatures", help="'IMAGE,VIDEO' sampling temperatures (default: the model's, 1,0.4)")
+    p.add_argument(
+        "--prompt-suffix",
+        help=f"text appended to every prompt; '{ORIGINAL_SUFFIX_FLAG}' = the original scripts' suffix",
+    )
+    p.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
+    p.add_argument("--out", help="output file (.mp4, .gif, .png; default: {prompt}_seed{seed}.mp4 here)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
+    p.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    speed = p.add_argument_group("speed and memory")
+    speed.add_argument(
+        "--compile", action="store_true", help="torch.compile the transformer blocks (the first video compiles)"
+    )
+    speed.add_argument(
+        "--token-chunk",
+        type=int,
+        default=8192,
+        help="tokens per MLP / attention chunk on large scales: less memory (0 = whole scales; default 8192)",
+    )
+    speed.add_argument(
+        "--sampler",
+        choices=("multinomial", "bernoulli"),
+        default="multinomial",
+        help="bit sampler: multinomial draws exactly as the original; bernoulli is faster (other draws)",
+    )
+    p.add_argument("--rewrite-url", help="OpenAI-compatible endpoint to rewrite prompts with (off by default)")
+    p.add_argument("--rewrite-model", default="gpt-4o", help="model name for --rewrite-url")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    batch = p.add_argument_group("batch generation")
+    batch.add_argument("--prompts", help="prompt file: .jsonl, .json (list or VBench with refined prompts), .txt")
+    batch.add_argument("--out-dir", help="folder for batch outputs (finished files are skipped on rerun)")
+    batch.add_argument("--num-samples", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
+    p.set_defaults(func=run)
+
+
+def _temperatures(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--temperatures must be 'IMAGE,VIDEO' numbers such as 1,0.4; got {text!r}") from None
+    if len(values) != 2:
+        raise ValueError(f"--temperatures takes two numbers, IMAGE,VIDEO (e.g. 1,0.4); got {text!r}")
+    return values
+
+
+def _suffix(text: str | None) -> str | None:
+    if text == ORIGINAL_SUFFIX_FLAG:
+        from infinitystar.text.prompts import ORIGINAL_SUFFIX
+
+        return ORIGINAL_SUFFIX
+    return text
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.prompts is None and not args.prompt:
+        raise ValueError("give a PROMPT, or --prompts FILE for a batch")
+    if args.prompts is not None and args.prompt:
+        raise ValueError("give either a PROMPT or --prompts FILE, not both")
+    if args.prompts is not None and args.out:
+        raise ValueError("--out names one file; a batch writes into --out-dir")
+    rank, world, local_rank = torchrun_env()
+    temperatures = _temperatures(args.temperatures)
+
+    from infinitystar.generation.pipeline import InfinityStarPipeline
+
+    t0 = time.perf_counter()
+    pipe = InfinityStarPipeline.from_pretrained(
+        args.checkpoint,
+        device=rank_device(args.device, local_rank, world),
+        dtype=args.dtype,
+        resolution=args.resolution,
+        offload_text_encoder=args.offload,
+    )
+    if args.token_chunk < 0:
+        raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {args.token_chunk}")
+    pipe.transformer.inference.token_chunk = args.token_chunk or None
+    pipe.transformer.inference.compile = args.compile
+    if args.quiet:
+        pipe.set_progress_bar_config(disable=True)
+    rewriter = None
+    if args.rewrite_url:
+        from infinitystar.text.rewriter import PromptRewriter
+
+        rewriter = PromptRewriter(args.rewrite_url, os.environ.get("INFINITYSTAR_REWRITE_KEY"), args.rewrite_model)
+    common = dict(
+        resolution=args.resolution,
+        guidance=args.guidance,
+        guidance_scale=args.guidance_scale,
+        temperatures=temperatures,
+        prompt_suffix=_suffix(args.prompt_suffix),
+        sampler=args.sampler,
+    )
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}")
+    if args.prompts is None:
+        return _single(pipe, args, common, rewriter, log)
+    return _batch(pipe, args, common, rewriter, log, rank, world)
+
+
+def _prompt(text: str, rewriter, log) -> str:
+    from infinitystar.text.rewriter import rewrite_or_keep
+
+    if rewriter is None:
+        return text
+    new = rewrite_or_keep(text, rewriter)
+    log(f"rewritten prompt: {new}")
+    return new
+
+
+def _single(pipe, args, common, rewriter, log) -> int:
+    from infinitystar.generation.naming import default_filename
+
+    out = pipe(
+        _prompt(args.prompt, rewriter, log),
+        image=args.image,
+        video=args.video,
+        duration=args.duration,
+        aspect_ratio=args.aspect_ratio,
+        seed=args.seed,
+        negative_prompt=args.negative_prompt,
+        progress=not args.quiet,
+        **common,
+    )
+    path = Path(args.out) if args.out else Path(default_filename(args.prompt, out.seed, out.is_image))
+    if out.is_image and path.suffix.lower() == ".mp4" and args.out is None:
+        path = path.with_suffix(".png")
+    out.save(path)
+    seconds = out.timings.get("total", 0.0)
+    shape = "x".join(str(v) for v in out.frames.shape[:3])
+    print(f"{path}  ({out.mode}, {shape} frames x H x W, seed {out.seed}, {seconds:.1f} s)")
+    return 0
+
+
+def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
+    from infinitystar.generation.batch import run_batch
+    from infinitystar.generation.prompt_files import read_prompt_file, shard
+
+    if not args.out_dir:
+        raise ValueError("--prompts needs --out-dir FOLDER for the outputs")
+    items = shard(read_prompt_file(args.prompts, num_samples=args.num_samples, seed=args.seed or 0), rank, world)
+    defaults = dict(
+        duration=args.duration,
+        image=args.image,
+        video=args.video,
+        aspect_ratio=args.aspect_ratio,
+        negative_prompt=args.negative_prompt,
+    )
+    rewrite = None if rewriter is None else (lambda text: _prompt(text, rewriter, log))
+    summary = run_batch(
+        pipe,
+        items,
+        args.out_dir,
+        rank=rank,
+        defaults=defaults,
+        common=common,
+        rewrite=rewrite,
+        progress=not args.quiet,
+        log=log,
+    )
+    print(
+        f"rank {rank}/{world}: {summary.generated} generated, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed, in {args.out_dir}"
+    )
+    return 1 if summary.failed else 0

@@ -1,0 +1,65 @@
+"""``infinitystar info``: model presets, resolutions, schedules and the memory a generation needs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    info = sub.add_parser("info", help="list model presets, resolutions, schedules")
+    info.add_argument("--aspect-ratio", default="16:9", help="W:H, e.g. 16:9 (default), 1:1, 9:16")
+    info.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from infinitystar import __version__
+    from infinitystar.generation.memory import estimate_generation_memory, transformer_params
+    from infinitystar.models.config import PRESETS, get_preset
+    from infinitystar.models.transformer.block_runner import InferenceOptions
+    from infinitystar.schedule import SCHEDULE_SPECS, build_schedule
+    from infinitystar.sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
+
+    h_div_w = parse_aspect_ratio(args.aspect_ratio)
+    print(f"infinitystar {__version__}\n")
+    print("Model presets")
+    print(f"  {'name':<8} {'layers':>6} {'width':>6} {'heads':>5} {'kv':>3} {'mlp':>6} {'params':>9}  description")
+    for p in PRESETS.values():
+        t = p.transformer
+        print(
+            f"  {p.name:<8} {t.depth:>6} {t.embed_dim:>6} {t.num_heads:>5} {t.num_kv_heads:>3} "
+            f"{t.mlp_hidden:>6} {transformer_params(t) / 1e9:>8.3f}B  {p.description}"
+        )
+    print(f"\nSchedules at aspect ratio {args.aspect_ratio} (h/w {h_div_w:.3f})")
+    print(
+        f"  {'resolution':<10} {'pixels':>10} {'duration':>8} {'frames':>6} {'scales':>6} {'steps':>5} {'tokens':>8}"
+        f"  {'8B GPU memory (estimate)':>24}"
+    )
+    big = get_preset("8b").transformer
+    chunk = InferenceOptions().token_chunk  # the MLP runs over chunks of this many tokens by default
+    for res in RESOLUTIONS:
+        for seconds in (0, 5, 10):
+            frames = video_frames_for_duration(seconds)
+            sched = build_schedule(h_div_w, res, latent_frames(frames))
+            h, w = pixel_size(h_div_w, res)
+            dur = "image" if seconds == 0 else f"{seconds} s"
+            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk).gib()
+            lean = estimate_generation_memory(big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk).gib()
+            print(
+                f"  {res:<10} {f'{h}x{w}':>10} {dur:>8} {frames:>6} {len(sched.scales):>6} "
+                f"{sched.num_steps:>5} {sched.num_step_tokens():>8}"
+                f"  {mem['total']:>5.1f} GiB ({lean['total']:.1f} offloaded)"
+            )
+    print(
+        "\nMemory: analytic estimate for the 8B model in bf16 with guidance (weights, T5-XL, KV cache, largest"
+        f"\nblock activations with the MLP over chunks of {chunk} tokens; VAE decode not included), not a"
+        "\nmeasurement; 'offloaded' keeps T5 on the CPU."
+    )
+    print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
+    from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
+
+    if (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
+        size = sum(f.stat().st_size for f in BUILTIN_MODEL_DIR.rglob("*") if f.is_file())
+        print(f"Built-in default model: {BUILTIN_MODEL_DIR} ({size / 1e6:.1f} MB), used without --checkpoint")
+    else:
+        print("Built-in default model: not shipped in this installation; pass --checkpoint DIR to generate")
+    return 0

@@ -1,0 +1,79 @@
+"""``infinitystar serve``: the web demo (gradio) over one loaded model, on localhost by default."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+DEMO_EXTRA_HINT = "the web demo needs gradio: pip install 'infinitystar[demo]'"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="start the web demo (the built-in model unless --checkpoint is given)",
+        description="Serve a web page for text-to-video, text-to-image, image-to-video and video continuation. "
+        "Generation runs one request at a time; other visitors wait in a queue. Bound to 127.0.0.1 unless --host "
+        "says otherwise (use --host 0.0.0.0 to serve your network; there is no authentication).",
+    )
+    p.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
+    p.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
+    p.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
+    p.add_argument(
+        "--max-duration", type=int, help="longest video offered, in seconds (default: twice the model's window)"
+    )
+    p.add_argument("--output-dir", help="where results are written (default: a new temporary folder)")
+    p.add_argument("--queue-size", type=int, default=16, help="requests that may wait before new ones are refused")
+    p.set_defaults(func=run)
+
+
+def _check_port(port: int) -> int:
+    if not 0 < port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}")
+    return port
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_port(args.port)
+    # gradio reports usage to its authors unless told not to; a local demo should not phone home
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        print(f"infinitystar: error: {DEMO_EXTRA_HINT}", file=sys.stderr)
+        return 2
+
+    from infinitystar.app.handlers import DemoSettings, default_output_dir
+    from infinitystar.app.page import launch_app
+    from infinitystar.generation.pipeline import InfinityStarPipeline
+
+    settings = DemoSettings(
+        max_upload_mb=args.max_upload_mb,
+        max_duration=args.max_duration,
+        output_dir=None,
+        queue_size=args.queue_size,
+    )
+    # a missing built-in model, a wrong folder or a bad checkpoint raise ValueError / FileNotFoundError
+    # with a message for people; cli.main prints it without a traceback and exits with status 2
+    pipe = InfinityStarPipeline.from_pretrained(
+        args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        resolution=args.resolution,
+        offload_text_encoder=args.offload,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    output_dir = Path(args.output_dir) if args.output_dir else default_output_dir()  # created after the model loads
+    settings = dataclasses.replace(settings, output_dir=output_dir)
+    print(f"loaded model ({pipe.config.resolution}) on {pipe.device}; results go to {output_dir}")
+    print(f"serving on http://{args.host}:{args.port} (Ctrl+C stops)")
+    launch_app(pipe, settings, host=args.host, port=args.port, block=True)
+    return 0

@@ -1,0 +1,83 @@
+"""Batch generation over prompt-file items: resumable (finished files are skipped) and sharded by the caller.
+
+Shared by ``infinitystar generate --prompts`` and ``infinitystar evaluate``. Every finished output is
+recorded in ``generations.rank{r}.jsonl`` next to the files (name, path, prompt, seed, mode, seconds).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infinitystar.files import append_jsonl
+from infinitystar.generation.prompt_files import PromptItem
+
+
+@dataclass
+class BatchSummary:
+    generated: int = 0
+    skipped: int = 0  #: already on disk from an earlier run
+    failed: list[tuple[str, str]] = field(default_factory=list)  #: (item name, reason)
+
+
+def output_path(out_dir: Path, item: PromptItem, image: bool) -> Path:
+    return out_dir / f"{item.name}{'.png' if image else '.mp4'}"
+
+
+def run_batch(
+    pipe,
+    items: list[PromptItem],
+    out_dir: str | Path,
+    *,
+    rank: int = 0,
+    defaults: dict[str, Any] | None = None,
+    common: dict[str, Any] | None = None,
+    rewrite: Callable[[str], str] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> BatchSummary:
+    """Generate every item whose output file is missing.
+
+    ``defaults``: values for item fields the item leaves empty (``duration``, ``image``, ``video``,
+    ``aspect_ratio``, ``negative_prompt``); ``common``: keyword arguments for every pipeline call
+    (guidance, temperatures, ...). A bad item (missing image, ...) is reported and skipped.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    defaults, common = dict(defaults or {}), dict(common or {})
+    record_file = out_dir / f"generations.rank{rank}.jsonl"
+    summary = BatchSummary()
+    for item in items:
+        duration = item.duration if item.duration is not None else defaults.get("duration")
+        path = output_path(out_dir, item, image=duration == 0)
+        if path.exists():
+            summary.skipped += 1
+            continue
+        try:
+            out = pipe(
+                rewrite(item.prompt) if rewrite is not None else item.prompt,
+                image=item.image or defaults.get("image"),
+                video=item.video or defaults.get("video"),
+                duration=duration,
+                aspect_ratio=item.aspect_ratio or defaults.get("aspect_ratio"),
+                seed=item.seed,
+                negative_prompt=item.negative_prompt or defaults.get("negative_prompt"),
+                progress=progress,
+                **common,
+            )
+        except ValueError as exc:  # a bad item must not stop the batch
+            summary.failed.append((item.name, str(exc)))
+            print(f"infinitystar: skipped {item.name}: {exc}", file=sys.stderr)
+            continue
+        out.save(path)
+        summary.generated += 1
+        record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
+        record["seconds"] = round(out.timings.get("total", 0.0), 3)
+        with open(record_file, "a", encoding="utf-8") as f:
+            append_jsonl(f, record)
+        if log is not None:
+            log(f"[{rank}] {path.name}: {out.mode}, seed {out.seed}, {record['seconds']} s")
+    return summary

@@ -1,0 +1,185 @@
+"""Model folders on disk: the built-in model, our own layout and the released one, read and written.
+
+Three layouts hold the same three components (transformer, VAE, text encoder) plus the generation settings:
+
+- our layout (``model_index.json`` at the root; ``transformer/``, ``vae/``, ``text_encoder/``), which
+  ``save_pretrained`` writes and the built-in default model inside the package uses;
+- the released layout (FoundationVision/InfinityStar): ``infinitystar_8b_{480p,720p}_weights/`` shard folders,
+  ``infinitystar_videovae.pth`` and ``text_encoder/flan-t5-xl-official/`` (or one of the weights folders itself);
+- the built-in default model, our layout shipped as package data.
+
+Each function returns or takes plain components, so the pipeline class stays a thin shell over them.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from infinitystar.checkpoints import CheckpointError
+from infinitystar.files import read_json, write_json
+from infinitystar.generation.plan import RELEASED_CONFIGS, PipelineConfig
+from infinitystar.models.config import TransformerConfig, VAEConfig
+from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.vae.model import VideoVAE
+from infinitystar.text.encoders import TextEncoder
+from infinitystar.text.loading import load_text_encoder
+
+#: where the built-in default model lives inside the package (trained by the project); found through the
+#: package's resources, so it follows the package wherever it is installed
+BUILTIN_MODEL_DIR = Path(str(importlib.resources.files("infinitystar").joinpath("assets", "default")))
+#: our own saved layout: this file at the root, one sub-folder per component
+MODEL_INDEX = "model_index.json"
+#: the released layout (FoundationVision/InfinityStar on the Hugging Face hub)
+RELEASED_WEIGHTS = {"720p": "infinitystar_8b_720p_weights", "480p": "infinitystar_8b_480p_weights"}
+RELEASED_VAE = "infinitystar_videovae.pth"
+RELEASED_T5 = "text_encoder/flan-t5-xl-official"
+
+
+class BuiltinModelMissing(FileNotFoundError):
+    """Raised when no checkpoint is given and the package ships no built-in model."""
+
+
+@dataclass
+class Components:
+    """What a model folder holds, loaded: the three networks and the generation settings."""
+
+    transformer: InfinityTransformer
+    vae: VideoVAE
+    text_encoder: TextEncoder
+    config: PipelineConfig
+
+
+def describe_layouts() -> str:
+    """The accepted folder layouts, for error messages."""
+    return (
+        f"a folder with {MODEL_INDEX} (our layout: transformer/, vae/, text_encoder/), or the released layout "
+        f"({' or '.join(RELEASED_WEIGHTS.values())}/ + {RELEASED_VAE} + {RELEASED_T5}/)"
+    )
+
+
+def model_folder(path: str | Path | None) -> Path:
+    """The folder ``path`` names (``None``: the built-in default model), checked to exist."""
+    if path is None:
+        if not (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
+            raise BuiltinModelMissing(
+                "this installation has no built-in default model (see the README). "
+                f"Pass a checkpoint folder instead: {describe_layouts()}"
+            )
+        return BUILTIN_MODEL_DIR
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint folder not found: {path}; expected {describe_layouts()}")
+    return path
+
+
+def released_root(path: Path, resolution: str | None) -> tuple[Path, Path, str]:
+    """(root, weights folder, resolution) of a released layout, or ``FileNotFoundError`` if ``path`` is not one.
+
+    ``resolution`` picks the 480p or 720p weights when both are present (default 720p).
+    """
+    if (path / "model.safetensors.index.json").is_file() and path.name in RELEASED_WEIGHTS.values():
+        res = next(r for r, n in RELEASED_WEIGHTS.items() if n == path.name)
+        if resolution is not None and resolution != res:
+            raise ValueError(f"{path} holds the {res} model, but resolution={resolution!r} was asked for")
+        return path.parent, path, res
+    present = {r: path / n for r, n in RELEASED_WEIGHTS.items() if (path / n).is_dir()}
+    if not present:
+        raise FileNotFoundError("no released weights folder")
+    if resolution is None:
+        resolution = "720p" if "720p" in present else "480p"
+    if resolution not in present:
+        have = ", ".join(f"{r} ({p.name})" for r, p in present.items())
+        raise ValueError(f"{path} has no {RELEASED_WEIGHTS.get(resolution, resolution)} folder; it has: {have}")
+    return path, present[resolution], resolution
+
+
+def vae_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The VAE runs in the pipeline dtype except fp16, whose range its activations exceed."""
+    return torch.bfloat16 if dtype == torch.float16 else dtype
+
+
+def load_components(
+    path: Path, device: torch.device, dtype: torch.dtype, resolution: str | None, config: PipelineConfig | None
+) -> Components:
+    """Load a folder of either layout. ``dtype`` is the transformer's blocks (embeddings and heads stay fp32);
+    ``config`` overrides the generation settings the folder implies."""
+    if (path / MODEL_INDEX).is_file():
+        return load_own_layout(path, device, dtype, resolution, config)
+    try:
+        root, weights, res = released_root(path, resolution)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
+    return load_released(root, weights, res, device, dtype, config)
+
+
+def load_released(
+    root: Path, weights: Path, resolution: str, device, dtype, config: PipelineConfig | None
+) -> Components:
+    """The released layout: the chosen resolution's shards, the VAE ``.pth`` and the T5 folder."""
+    from infinitystar.models.transformer.checkpoint import infer_transformer_config, load_original_transformer
+
+    vae_path, t5_path = root / RELEASED_VAE, root / RELEASED_T5
+    for p, what in ((vae_path, "VAE checkpoint"), (t5_path, "text encoder folder")):
+        if not p.exists():
+            raise CheckpointError(f"released layout at {root}: {what} {p.name} is missing ({p})")
+    cfg = infer_transformer_config(weights)
+    transformer = load_original_transformer(weights, cfg, device, dtype, outer_dtype=torch.float32)
+    vae = VideoVAE.from_original_checkpoint(vae_path, device=device).to(dtype=vae_dtype(dtype))
+    text_encoder = load_text_encoder(t5_path, device)
+    return Components(transformer, vae, text_encoder, config or RELEASED_CONFIGS[resolution])
+
+
+def _read(path: Path) -> dict:
+    return read_json(path, f"{path.name} of the model folder {path.parent}", CheckpointError)
+
+
+def load_own_layout(root: Path, device, dtype, resolution: str | None, config: PipelineConfig | None) -> Components:
+    """Our layout: ``model_index.json`` (format, version, generation settings) and one folder per component."""
+    from infinitystar.models.transformer.checkpoint import load_original_transformer
+
+    index = _read(root / MODEL_INDEX)
+    if not isinstance(index, dict) or index.get("format") != "infinitystar":
+        raise CheckpointError(f"{root / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
+    pipe_cfg = config or PipelineConfig.from_dict(index.get("pipeline", {}))
+    if resolution is not None and resolution != pipe_cfg.resolution:
+        raise ValueError(f"{root} holds a {pipe_cfg.resolution} model, but resolution={resolution!r} was asked for")
+    t_cfg = TransformerConfig.from_dict(_read(root / "transformer" / "config.json"))
+    transformer = load_original_transformer(root / "transformer", t_cfg, device, dtype, outer_dtype=torch.float32)
+    v_cfg = VAEConfig.from_dict(_read(root / "vae" / "config.json"))
+    vae = VideoVAE.from_original_checkpoint(root / "vae" / "model.safetensors", v_cfg, device=device)
+    text_encoder = load_text_encoder(root / "text_encoder", device)
+    return Components(transformer, vae.to(dtype=vae_dtype(dtype)), text_encoder, pipe_cfg)
+
+
+def save_own_layout(parts: Components, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write our layout: ``model_index.json``, ``transformer/`` and ``vae/`` (safetensors with the original key
+    names + ``config.json``) and ``text_encoder/``. ``dtype`` (e.g. fp16) stores the floating-point weights in that
+    type (loading casts them back)."""
+    from infinitystar.models.transformer.checkpoint import save_original_transformer
+    from infinitystar.models.vae.checkpoint import save_vae_folder
+
+    folder = Path(folder)
+    (folder / "transformer").mkdir(parents=True, exist_ok=True)
+    save_original_transformer(parts.transformer, folder / "transformer", dtype=dtype)
+    write_json(folder / "transformer" / "config.json", parts.transformer.cfg.to_dict())
+    save_vae_folder(parts.vae, folder / "vae", dtype=dtype, metadata={"format": "pt"})
+    save_text_encoder(parts.text_encoder, folder / "text_encoder")
+    write_json(folder / MODEL_INDEX, {"format": "infinitystar", "version": 1, "pipeline": parts.config.to_dict()})
+    return folder
+
+
+def save_text_encoder(encoder: TextEncoder, folder: Path) -> None:
+    """The package's own encoders write their settings; a T5 encoder's local folder is copied as it is."""
+    if hasattr(encoder, "save_pretrained"):
+        encoder.save_pretrained(folder)
+    elif getattr(encoder, "path", None) is not None:
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(encoder.path, folder)
+    else:
+        raise TypeError(f"cannot save a {type(encoder).__name__}: it has neither save_pretrained nor a source folder")
