@@ -1,9 +1,7 @@
-import sys
-from pathlib import Path
+"""Settings every test shares. Test modules are packages (``tests.models.test_vae``...); helpers are imported as
+``tests.helpers.*`` through the repository root, which pytest puts on the path: no ``sys.path`` edits here."""
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Tests use tiny tensors: one thread avoids oversubscription on small shared CI machines.
 torch.set_num_threads(1)

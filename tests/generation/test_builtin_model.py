@@ -75,7 +75,7 @@ def test_the_built_in_tokenizer_reconstructs_held_out_clips(pipe):
     from infinitystar.media import frames_to_uint8
     from infinitystar.world.dataset import WorldDataset
     from infinitystar.world.scenes import WorldSpec
-    from round_trip import psnr, round_trip
+    from tests.helpers.round_trip import psnr, round_trip
 
     data = WorldDataset(8, seed=12345, split="heldout", spec=WorldSpec(frames=17, size=128))
     clips = [frames_to_uint8(data[i][0][None])[0].numpy() for i in range(len(data))]  # [17, 128, 128, 3] each

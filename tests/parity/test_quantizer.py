@@ -7,7 +7,7 @@ import torch
 
 from infinitystar.models.quantizer import decode_bits, encode_pyramid
 from infinitystar.schedule import schedule_from_original_config, schedule_from_scales
-from parity_utils import assert_close_abs, assert_equal_int, dump_params, get_dump
+from tests.helpers.parity import assert_close_abs, assert_equal_int, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from infinitystar.evaluation import metrics
 from infinitystar.cli import main
+from infinitystar.evaluation import metrics
 from infinitystar.evaluation.extractors import CLIPScorer, I3DFeatureExtractor
 from infinitystar.evaluation.files import find_output, read_frames
 from infinitystar.evaluation.prompts import parse_world_spec, write_world_prompt_file, write_world_prompts
@@ -26,7 +26,7 @@ from infinitystar.world.captions import parse_caption
 from infinitystar.world.evaluate import evaluate as world_evaluate
 from infinitystar.world.render import render
 from infinitystar.world.scenes import HELDOUT_COMBOS, MOTION_DIRECTIONS, Scene
-from pipeline_fixture import TINY_PIPELINE, make_released_layout
+from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +233,7 @@ def test_no_generate_scores_ground_truth_world_videos(tmp_path, capsys):
 
 def test_clip_score_with_a_tiny_local_clip(tmp_path, capsys):
     pytest.importorskip("transformers")
-    from curate_fixtures import make_tiny_clip
+    from tests.helpers.curate import make_tiny_clip
 
     clip_dir = make_tiny_clip(tmp_path / "clip")
     out = tmp_path / "out"

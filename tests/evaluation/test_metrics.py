@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from curate_fixtures import make_tiny_clip, moving, static
 from infinitystar.evaluation import metrics
 from infinitystar.evaluation.extractors import CLIPScorer, I3DFeatureExtractor, clip_score, fvd
+from tests.helpers.curate import make_tiny_clip, moving, static
 
 
 def test_flicker_of_a_constant_video_is_one():

@@ -2,7 +2,7 @@
 
 The model is the built-in one when the package ships it (``BUILTIN_MODEL_DIR/model_index.json``; then the
 server is started without ``--checkpoint``, exactly as a user would), otherwise the tiny random model of
-``pipeline_fixture`` saved in our layout. Chromium is the system's (Debian: ``apt-get install chromium``), so
+``tests.helpers.pipeline`` saved in our layout. Chromium is the system's (Debian: ``apt-get install chromium``), so
 playwright never downloads a browser. Without a browser or playwright the tests skip locally and FAIL under CI
 (``CI`` set): ``.ci/run`` installs both.
 
@@ -62,7 +62,7 @@ def demo_checkpoint(tmp_path_factory) -> str | None:
     if (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
         return None
     from infinitystar.generation.pipeline import InfinityStarPipeline
-    from pipeline_fixture import TINY_PIPELINE, make_released_layout
+    from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
 
     released = make_released_layout(tmp_path_factory.mktemp("released"))
     pipe = InfinityStarPipeline.from_pretrained(released, device="cpu", config=TINY_PIPELINE)

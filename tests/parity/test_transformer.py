@@ -20,7 +20,7 @@ from infinitystar.models.transformer.checkpoint import load_original_transformer
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import Schedule, schedule_from_original_config
 from infinitystar.train.transformer.loss import bit_loss
-from parity_utils import Dump, assert_close_rel, assert_equal_int, dump_params, get_dump
+from tests.helpers.parity import Dump, assert_close_rel, assert_equal_int, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
 

@@ -30,7 +30,7 @@ from infinitystar.app.handlers import (
 from infinitystar.app.page import GENERATION_CONCURRENCY_ID, launch_options
 from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.media import read_video, write_video
-from pipeline_fixture import TINY_PIPELINE, make_released_layout
+from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
 
 MB = 2**20
 

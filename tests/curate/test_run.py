@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate_fixtures import moving, static, texture, write_corrupt, write_image, write_video
 from infinitystar.curate import CurateConfig, parse_scorer_spec, run_curate
 from infinitystar.curate.inputs import collect_inputs
 from infinitystar.curate.outputs import OutputPaths, load_state
 from infinitystar.curate.scorers import DEFAULT_SCORERS, merge_scorer_specs
+from tests.helpers.curate import moving, static, texture, write_corrupt, write_image, write_video
 
 # Small media: 48x64 videos, so the shorter-side filter is lowered to 32 px; 16 fps; 1 s minimum clips.
 CFG = CurateConfig(min_short_edge=32, min_duration=1.0, motion="diff")
@@ -156,9 +156,9 @@ def test_resume_after_the_process_is_killed(media, tmp_path):
     import time
 
     args = ["curate", str(media), "--min-short-edge", "32", "--min-duration", "1", "--motion", "diff", "--quiet"]
-    args += ["--scorer", "curate_fixtures:SlowScorer,seconds=0.3"]
+    args += ["--scorer", "tests.helpers.curate:SlowScorer,seconds=0.3"]
     full, part = tmp_path / "full" / "m.jsonl", tmp_path / "part" / "m.jsonl"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), *sys.path])}
     code = "import sys; from infinitystar.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen([sys.executable, "-c", code, *args, "--out", str(part)], env=env)
     state = OutputPaths.for_manifest(part).state
@@ -177,7 +177,7 @@ def test_resume_after_the_process_is_killed(media, tmp_path):
     from infinitystar.cli import main
 
     assert main([*args, "--out", str(part), "--resume"]) == 0
-    assert main([*args[:-1], "curate_fixtures:SlowScorer,seconds=0", "--out", str(full)]) == 0  # same decisions
+    assert main([*args[:-1], "tests.helpers.curate:SlowScorer,seconds=0", "--out", str(full)]) == 0  # same decisions
     keys = [r["key"] for r in _lines(state)[1:]]
     assert len(keys) == len(set(keys)) == 10
     for name in ("m.jsonl", "m.uncaptioned.jsonl"):
@@ -231,7 +231,7 @@ def test_a_worker_crash_fails_only_its_input(tmp_path):
     for i in range(3):
         write_video(src / f"ok{i}.mp4", moving(20, seed=i, palette=(60, 120, 200)), fps=16)
     write_video(src / "poison.mp4", moving(20, seed=9, palette=(255, 30, 20)), fps=16)  # the scorer kills its worker
-    scorers = merge_scorer_specs(DEFAULT_SCORERS, [parse_scorer_spec("curate_fixtures:CrashOnRedScorer")])
+    scorers = merge_scorer_specs(DEFAULT_SCORERS, [parse_scorer_spec("tests.helpers.curate:CrashOnRedScorer")])
     config = CurateConfig(min_short_edge=32, min_duration=1.0, motion="diff", scorers=scorers)
     report = run_curate(src, tmp_path / "m.jsonl", config, workers=2)
     assert report["complete"]

@@ -15,7 +15,7 @@ from infinitystar.models.transformer.checkpoint import save_model_folder
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.models.vae.checkpoint import save_vae_folder
 from infinitystar.text.builtin import BuiltinTextEncoder
-from pipeline_fixture import TINY_PIPELINE, tiny_models
+from tests.helpers.pipeline import TINY_PIPELINE, tiny_models
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])

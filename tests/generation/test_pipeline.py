@@ -15,8 +15,8 @@ from infinitystar.generation.naming import default_filename
 from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.generation.plan import PipelineConfig, Window, plan_windows, resolve_duration
 from infinitystar.media import read_video, write_video
-from pipeline_fixture import TINY_PIPELINE, make_released_layout
-from round_trip import psnr, round_trip
+from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
+from tests.helpers.round_trip import psnr, round_trip
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from infinitystar.generation.sampling import Guidance
 from infinitystar.models.config import TransformerConfig
 from infinitystar.models.transformer.checkpoint import load_original_transformer
 from infinitystar.schedule import schedule_from_original_config
-from parity_utils import assert_close_abs, assert_close_rel, assert_equal_int, dump_params, get_dump
+from tests.helpers.parity import assert_close_abs, assert_close_rel, assert_equal_int, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate_fixtures import make_tiny_llava, moving, texture, write_image, write_video
 from infinitystar.curate import CurateConfig, parse_captioner_spec, run_curate
 from infinitystar.curate.captioner import (
     VLMCaptioner,
@@ -17,6 +16,7 @@ from infinitystar.curate.captioner import (
     first_sentence,
     sidecar_caption,
 )
+from tests.helpers.curate import make_tiny_llava, moving, texture, write_image, write_video
 
 CFG = dict(min_short_edge=32, min_duration=1.0, motion="diff")
 
@@ -86,7 +86,7 @@ def test_run_with_the_vlm_captioner_captions_every_clip(tiny_vlm, media, tmp_pat
 
 
 def test_recaption_replaces_existing_captions(media, tmp_path):
-    spec = parse_captioner_spec("curate_fixtures:EchoCaptioner,prefix=seen", num_frames=2, frame_size=24)
+    spec = parse_captioner_spec("tests.helpers.curate:EchoCaptioner,prefix=seen", num_frames=2, frame_size=24)
     report = run_curate(media, tmp_path / "m.jsonl", CurateConfig(**CFG, captioner=spec, recaption=True))
     captions = {
         Path(e.get("video_path") or e["image_path"]).name: e.get("tarsier2_caption") or e["long_caption"]
@@ -98,7 +98,7 @@ def test_recaption_replaces_existing_captions(media, tmp_path):
 
 
 def test_custom_captioner_in_workers_and_without_captioner(media, tmp_path):
-    spec = parse_captioner_spec("curate_fixtures:EchoCaptioner", num_frames=3)
+    spec = parse_captioner_spec("tests.helpers.curate:EchoCaptioner", num_frames=3)
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
     run_curate(media, one, CurateConfig(**CFG, captioner=spec))
     run_curate(media, two, CurateConfig(**CFG, captioner=spec), workers=2)
@@ -121,4 +121,4 @@ def test_caption_helpers(tmp_path):
     assert sidecar_caption(tmp_path / "b.mp4") is None
     assert sidecar_caption(tmp_path / "c.mp4") is None
     with pytest.raises(ValueError, match="lacks"):
-        build_captioner(parse_captioner_spec("curate_fixtures:RedShareScorer"))
+        build_captioner(parse_captioner_spec("tests.helpers.curate:RedShareScorer"))

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from curate_fixtures import flat, make_tiny_clip, moving, static, texture, write_corrupt, write_image, write_video
 from infinitystar.curate import filters, scenes, scorers
 from infinitystar.curate.filters import CurateConfig, check_media, check_motion
 from infinitystar.media import decode as probe_decode
 from infinitystar.media import probe
+from tests.helpers.curate import flat, make_tiny_clip, moving, static, texture, write_corrupt, write_image, write_video
 
 # --------------------------------------------------------------------------------------------
 # Probing
@@ -253,14 +253,14 @@ def test_dotted_path_scorer_and_overrides():
     frames = np.zeros((2, 8, 8, 3), dtype=np.uint8)
     frames[..., 0] = 200
     frames[..., 2] = 100  # red share 2/3
-    built = scorers.build_scorer(scorers.parse_scorer_spec("curate_fixtures:RedShareScorer,threshold=0.5"))
+    built = scorers.build_scorer(scorers.parse_scorer_spec("tests.helpers.curate:RedShareScorer,threshold=0.5"))
     assert built.name == "red_share" and built.direction == "max"
     value, keep = built.evaluate(frames)
     assert value == pytest.approx(2 / 3) and not keep
     assert built.describe(value) == "red_share 0.6667 > 0.5"
-    also = scorers.build_scorer(scorers.parse_scorer_spec("curate_fixtures.RedShareScorer,scale=0.5,threshold=0.5"))
+    also = scorers.build_scorer(scorers.parse_scorer_spec("tests.helpers.curate.RedShareScorer,scale=0.5,threshold=0.5"))
     assert also.evaluate(frames) == (pytest.approx(1 / 3), True)
-    record_only = scorers.build_scorer(scorers.parse_scorer_spec("curate_fixtures:RedShareScorer"))
+    record_only = scorers.build_scorer(scorers.parse_scorer_spec("tests.helpers.curate:RedShareScorer"))
     assert record_only.threshold is None and record_only.evaluate(frames)[1]
 
 

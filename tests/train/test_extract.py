@@ -253,7 +253,7 @@ def test_duplicate_lines_are_cached_once(data, tmp_path):
 
 @pytest.mark.slow
 def test_cli_extract_with_tiny_t5(data, tmp_path, capsys):
-    from t5_fixture import make_tiny_t5
+    from tests.helpers.t5 import make_tiny_t5
 
     t5 = make_tiny_t5(tmp_path / "t5")
     ckpt = tmp_path / "vae.pth"

@@ -14,7 +14,7 @@ from infinitystar.media import frames_to_uint8
 from infinitystar.models.config import VAEConfig
 from infinitystar.models.vae.checkpoint import infer_vae_config, read_original_vae_state
 from infinitystar.models.vae.model import VideoVAE
-from parity_utils import assert_close_rel, dump_params, get_dump
+from tests.helpers.parity import assert_close_rel, dump_params, get_dump
 
 pytestmark = pytest.mark.parity
 

@@ -18,7 +18,7 @@ from infinitystar.models.transformer.checkpoint import save_original_transformer
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.models.vae.checkpoint import save_original_vae_checkpoint
 from infinitystar.models.vae.model import VideoVAE
-from t5_fixture import TINY_T5_CHANNELS, make_tiny_t5
+from tests.helpers.t5 import TINY_T5_CHANNELS, make_tiny_t5
 
 TINY_TRANSFORMER = TransformerConfig(
     embed_dim=64, depth=2, num_heads=2, num_kv_heads=1, mlp_hidden=128, block_chunks=2, text_channels=TINY_T5_CHANNELS

@@ -213,7 +213,7 @@ def test_init_from_released_format_and_from_our_own(tmp_path):
 
 
 def test_online_text_encoder(tmp_path):
-    from t5_fixture import TINY_T5_CHANNELS, make_tiny_t5
+    from tests.helpers.t5 import TINY_T5_CHANNELS, make_tiny_t5
 
     t5 = make_tiny_t5(tmp_path / "t5")
     over = {"model": {"preset": "tiny", "attn_impl": "dense", "overrides": {"text_channels": TINY_T5_CHANNELS}}}
@@ -363,7 +363,7 @@ def test_tiny_recipe_through_the_cli(tmp_path):
 
     from infinitystar.cli import main
 
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny_cpu.json"
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny_cpu.json"
     out = tmp_path / "run"
     assert main(["train", "--config", str(recipe), "--out", str(out), "--steps", "2", "--no-progress"]) == 0
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]

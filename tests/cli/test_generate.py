@@ -11,7 +11,7 @@ from infinitystar.cli import main
 from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.generation.prompt_files import read_prompt_file, shard
 from infinitystar.media import read_video
-from pipeline_fixture import TINY_PIPELINE, make_released_layout
+from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from infinitystar.cli.train import resolve_config
 from infinitystar.config_dicts import apply_overrides, parse_override
 from infinitystar.train.transformer.config import TrainConfig
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 BASE = {"schedule": {"scales": [[1, 1], [2, 2]]}, "data": {"synthetic": {"latent_hw": [2, 2]}}}
 

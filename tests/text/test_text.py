@@ -90,7 +90,7 @@ def test_non_string_prompt_rejected():
 @pytest.fixture(scope="module")
 def t5_folder(tmp_path_factory):
     pytest.importorskip("transformers")
-    from t5_fixture import make_tiny_t5
+    from tests.helpers.t5 import make_tiny_t5
 
     return make_tiny_t5(tmp_path_factory.mktemp("t5") / "flan-t5-tiny")
 
@@ -101,7 +101,7 @@ def encoder(t5_folder):
 
 
 def test_encoder_properties(encoder):
-    from t5_fixture import TINY_T5_CHANNELS
+    from tests.helpers.t5 import TINY_T5_CHANNELS
 
     assert encoder.channels == TINY_T5_CHANNELS
     assert encoder.max_length == 512
