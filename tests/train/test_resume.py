@@ -86,3 +86,26 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     # keep=2: only the newest two checkpoints are left, no temporary folder
     names = sorted(p.name for p in killed.iterdir() if p.name.startswith(("step_", ".tmp")))
     assert names == ["step_00000008", "step_00000010"]
+
+
+def test_a_checkpoint_of_version_0_1_0_resumes_to_the_losses_it_would_have_had(tmp_path):
+    """A run written by 0.1.0 (the flat package layout, before the move into subpackages), stopped after its step-2
+    checkpoint (``tests/data/run_0.1.0``: its ``step_00000002`` and the first two metric lines), continues with
+    this code; steps 3 and 4 give the losses, gradient norms and learning rates the 0.1.0 code computed when its
+    run went on (``tests/data/run_0.1.0_expected_steps_3_4.jsonl``)."""
+    import shutil
+    from pathlib import Path
+
+    from infinitystar.cli import main
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    run = tmp_path / "run"
+    shutil.copytree(data / "run_0.1.0", run)
+    recipe = data / "run_0.1.0_recipe.json"
+    assert main(["train", "--config", str(recipe), "--out", str(run), "--resume", "--no-progress"]) == 0
+    got = [r for r in read_metrics(run / "metrics.jsonl") if r["step"] > 2]
+    expected = [json.loads(line) for line in (data / "run_0.1.0_expected_steps_3_4.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in got] == [3, 4]
+    for g, e in zip(got, expected):
+        for key in ("loss", "acc", "grad_norm", "lr"):
+            assert g[key] == pytest.approx(e[key], rel=1e-6, abs=1e-9), (g["step"], key)
