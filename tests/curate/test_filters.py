@@ -258,7 +258,8 @@ def test_dotted_path_scorer_and_overrides():
     value, keep = built.evaluate(frames)
     assert value == pytest.approx(2 / 3) and not keep
     assert built.describe(value) == "red_share 0.6667 > 0.5"
-    also = scorers.build_scorer(scorers.parse_scorer_spec("tests.helpers.curate.RedShareScorer,scale=0.5,threshold=0.5"))
+    spec = "tests.helpers.curate.RedShareScorer,scale=0.5,threshold=0.5"  # module.Class works as well as module:Class
+    also = scorers.build_scorer(scorers.parse_scorer_spec(spec))
     assert also.evaluate(frames) == (pytest.approx(1 / 3), True)
     record_only = scorers.build_scorer(scorers.parse_scorer_spec("tests.helpers.curate:RedShareScorer"))
     assert record_only.threshold is None and record_only.evaluate(frames)[1]

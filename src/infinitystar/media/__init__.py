@@ -29,7 +29,7 @@ _EXPORTS = {
     "decode_image": "decode",
     "frame_to_rgb": "decode",
     "iter_video_frames": "decode",
-    "open_image": "decode",
+    "open_image": "probe",
     "read_image_rgb": "decode",
     "read_video_frames": "decode",
     "read_video_uint8": "decode",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,8 @@ from infinitystar.media.probe import (
     MediaInfo,
     check_media_file,
     decoder_detail,
-    image_errors,
     media_error,
+    open_image,
     stream_duration,
     video_errors,
 )
@@ -31,35 +30,6 @@ from infinitystar.sizes import FPS
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def open_image(path: str | Path) -> Iterator:
-    """An image file opened with Pillow (lazily: the header now, the pixels on first use).
-
-    Pillow errors inside the ``with`` block (a truncated file fails only when its pixels are read) become a
-    :class:`MediaError`, so keep the block to Pillow work. An image too large to decode safely (Pillow's
-    ``DecompressionBombError``) gets its own message.
-    """
-    from PIL import Image
-
-    path, _ = check_media_file(path, "image")
-    try:
-        with Image.open(path) as im:
-            yield im
-    except MediaError:
-        raise
-    except Image.DecompressionBombError as exc:
-        limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
-        raise media_error(
-            path,
-            "image",
-            "it is too large to decode safely",
-            detail=str(exc),
-            accepted=f"images up to {limit} pixels" if limit else None,
-        ) from exc
-    except image_errors() as exc:
-        raise media_error(path, "image", "it is corrupt or not an image", detail=decoder_detail(exc)) from exc
 
 
 def decode_image(path: str | Path):

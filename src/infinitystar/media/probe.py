@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,35 @@ class MediaInfo:
         return min(self.width, self.height)
 
 
+@contextmanager
+def open_image(path: str | Path) -> Iterator:
+    """An image file opened with Pillow (lazily: the header now, the pixels on first use).
+
+    Pillow errors inside the ``with`` block (a truncated file fails only when its pixels are read) become a
+    :class:`MediaError`, so keep the block to Pillow work. An image too large to decode safely (Pillow's
+    ``DecompressionBombError``) gets its own message.
+    """
+    from PIL import Image
+
+    path, _ = check_media_file(path, "image")
+    try:
+        with Image.open(path) as im:
+            yield im
+    except MediaError:
+        raise
+    except Image.DecompressionBombError as exc:
+        limit = 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+        raise media_error(
+            path,
+            "image",
+            "it is too large to decode safely",
+            detail=str(exc),
+            accepted=f"images up to {limit} pixels" if limit else None,
+        ) from exc
+    except image_errors() as exc:
+        raise media_error(path, "image", "it is corrupt or not an image", detail=decoder_detail(exc)) from exc
+
+
 def probe_media(
     path: str | Path, kind: str | None = None, *, count_packets: bool = False, require_fps: bool = True
 ) -> MediaInfo:
@@ -129,8 +160,6 @@ def probe_media(
     """
     path, kind = check_media_file(path, kind)
     if kind == "image":
-        from infinitystar.media.decode import open_image
-
         with open_image(path) as im:
             width, height = im.size
         return MediaInfo(str(path), "image", width, height, None, 1, 0.0)
