@@ -28,23 +28,9 @@ from infinitystar.app.handlers import (
     model_summary,
 )
 from infinitystar.app.page import GENERATION_CONCURRENCY_ID, launch_options
-from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.media import read_video, write_video
-from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
 
 MB = 2**20
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory):
-    return make_released_layout(tmp_path_factory.mktemp("released"))
-
-
-@pytest.fixture(scope="module")
-def pipe(released):
-    p = InfinityStarPipeline.from_pretrained(released, device="cpu", config=TINY_PIPELINE)
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 @pytest.fixture(scope="module")

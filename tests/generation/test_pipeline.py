@@ -15,20 +15,8 @@ from infinitystar.generation.naming import default_filename
 from infinitystar.generation.pipeline import InfinityStarPipeline
 from infinitystar.generation.plan import PipelineConfig, Window, plan_windows, resolve_duration
 from infinitystar.media import read_video, write_video
-from tests.helpers.pipeline import TINY_PIPELINE, make_released_layout
+from tests.helpers.pipeline import TINY_PIPELINE
 from tests.helpers.round_trip import psnr, round_trip
-
-
-@pytest.fixture(scope="module")
-def released(tmp_path_factory):
-    return make_released_layout(tmp_path_factory.mktemp("released"))
-
-
-@pytest.fixture(scope="module")
-def pipe(released):
-    p = InfinityStarPipeline.from_pretrained(released, device="cpu", config=TINY_PIPELINE)
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 def smooth_frames(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:

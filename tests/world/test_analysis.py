@@ -14,20 +14,11 @@ from infinitystar.world.analysis import EvalConfig, analyze, psnr, to_frames
 from infinitystar.world.captions import caption, prompts
 from infinitystar.world.evaluate import evaluate, evaluate_video
 from infinitystar.world.render import render
-from infinitystar.world.scenes import ALL_COMBOS, BACKGROUNDS, HELDOUT_COMBOS, Scene, WorldSpec, sample_scene
+from infinitystar.world.scenes import ALL_COMBOS, BACKGROUNDS, Scene, WorldSpec, sample_scene
+from tests.helpers.world import scene_for
 
 SIZE = 64
 BG_CYCLE = tuple(BACKGROUNDS)
-
-
-def scene_for(combo, seed: int, background: str) -> Scene:
-    """A sampled scene of exactly ``combo`` (size and path drawn from ``seed``)."""
-    split = "heldout" if combo in HELDOUT_COMBOS else "train"
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        s = sample_scene(g, split)
-        if s.motion == combo[2]:
-            return Scene(combo[0], combo[1], combo[2], background, s.size, s.start, s.speed)
 
 
 def degrade(video: torch.Tensor, generator: torch.Generator, noise: float = 10.0, blur: int = 3) -> torch.Tensor:

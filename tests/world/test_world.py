@@ -38,16 +38,6 @@ def object_mask(video: torch.Tensor, scene: Scene) -> np.ndarray:
     return (video.numpy() != np.asarray(BACKGROUNDS[scene.background], dtype=np.uint8)).any(-1)
 
 
-def scene_for(combo, seed: int, background: str = "black") -> Scene:
-    """A sampled scene of exactly ``combo`` (sizes and positions from ``seed``)."""
-    split = "heldout" if combo in HELDOUT_COMBOS else "train"
-    g = torch.Generator().manual_seed(seed)
-    while True:
-        s = sample_scene(g, split)
-        if s.motion == combo[2]:
-            return Scene(combo[0], combo[1], combo[2], background, s.size, s.start, s.speed)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Determinism and rendering
 
