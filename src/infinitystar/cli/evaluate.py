@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -38,12 +40,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out-dir", required=True, help="folder of the outputs, scores.jsonl and summary.json")
     gen = p.add_argument_group("generation (skipped with --no-generate)")
-    gen.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
     gen.add_argument("--num-samples", type=int, default=1, help="outputs per prompt (seeds seed, seed+1, ...)")
     gen.add_argument("--seed", type=int, default=0, help="seed of sample 0 of items without a seed (default 0)")
     gen.add_argument("--duration", type=float, help="seconds for items without one; 0 = images (default: model's)")
-    gen.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
-    gen.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
     gen.add_argument("--no-generate", action="store_true", help="only score what is already in --out-dir")
     gen.add_argument("--world-seed", type=int, default=0, help="seed that draws the --world-prompts (default 0)")
     sc = p.add_argument_group("scoring")
@@ -58,7 +57,7 @@ def add_parser(sub) -> None:
     sc.add_argument("--real-videos", help="folder of real videos (searched recursively) that FVD compares with")
     sc.add_argument("--fvd-frames", type=int, default=16, help="frames of each clip FVD uses (default 16)")
     sc.add_argument("--rescore", action="store_true", help="recompute every score (default: reuse unchanged ones)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_model_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-item lines (the summary is printed)")
     p.set_defaults(func=run)
 
@@ -117,16 +116,10 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
     if not todo:
         log(f"[{rank}] all {len(items)} outputs of this rank exist in {out_dir}; nothing to generate")
         return result
-    from infinitystar.generation.pipeline import InfinityStarPipeline
     from infinitystar.launch import rank_device
 
     t0 = time.perf_counter()
-    pipe = InfinityStarPipeline.from_pretrained(
-        args.checkpoint,
-        device=rank_device(args.device, local_rank, world),
-        dtype=args.dtype,
-        resolution=args.resolution,
-    )
+    pipe = load_pipeline(args, device=rank_device(args.device, local_rank, world))
     if args.quiet:
         pipe.set_progress_bar_config(disable=True)
     log(f"[{rank}] loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}; {len(todo)} outputs to generate")

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from infinitystar.cli.model_options import add_model_arguments, load_pipeline
 from infinitystar.launch import rank_device, torchrun_env
 
 ORIGINAL_SUFFIX_FLAG = "original"
@@ -26,7 +27,6 @@ def add_parser(sub) -> None:
     src.add_argument("--image", help="image-to-video: the first frame (png, jpg, webp)")
     src.add_argument("--video", help="continuation: the video to continue (mp4, webm, mov)")
     p.add_argument("--duration", type=float, help="seconds; 0 = an image (default: the model's, 5 s for 8B)")
-    p.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
     p.add_argument("--aspect-ratio", help="W:H such as 16:9, 1:1, 9:16 (default: the input's, else the model's)")
     p.add_argument("--seed", type=int, help="random seed (default: a random one, printed and put in the file name)")
     p.add_argument("--guidance", choices=("apg", "cfg", "none"), help="guidance method (default: the model's)")
@@ -37,22 +37,9 @@ def add_parser(sub) -> None:
         "--prompt-suffix",
         help=f"text appended to every prompt; '{ORIGINAL_SUFFIX_FLAG}' = the original scripts' suffix",
     )
-    p.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
     p.add_argument("--out", help="output file (.mp4, .gif, .png; default: {prompt}_seed{seed}.mp4 here)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
-    p.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
-    speed = p.add_argument_group("speed and memory")
-    speed.add_argument(
-        "--compile", action="store_true", help="torch.compile the transformer blocks (the first video compiles)"
-    )
-    speed.add_argument(
-        "--token-chunk",
-        type=int,
-        default=8192,
-        help="tokens per MLP / attention chunk on large scales: less memory (0 = whole scales; default 8192)",
-    )
-    speed.add_argument(
+    add_model_arguments(p)
+    p.add_argument(
         "--sampler",
         choices=("multinomial", "bernoulli"),
         default="multinomial",
@@ -98,20 +85,8 @@ def run(args: argparse.Namespace) -> int:
     rank, world, local_rank = torchrun_env()
     temperatures = _temperatures(args.temperatures)
 
-    from infinitystar.generation.pipeline import InfinityStarPipeline
-
     t0 = time.perf_counter()
-    pipe = InfinityStarPipeline.from_pretrained(
-        args.checkpoint,
-        device=rank_device(args.device, local_rank, world),
-        dtype=args.dtype,
-        resolution=args.resolution,
-        offload_text_encoder=args.offload,
-    )
-    if args.token_chunk < 0:
-        raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {args.token_chunk}")
-    pipe.transformer.inference.token_chunk = args.token_chunk or None
-    pipe.transformer.inference.compile = args.compile
+    pipe = load_pipeline(args, device=rank_device(args.device, local_rank, world))
     if args.quiet:
         pipe.set_progress_bar_config(disable=True)
     rewriter = None

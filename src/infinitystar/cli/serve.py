@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+
 DEMO_EXTRA_HINT = "the web demo needs gradio: pip install 'infinitystar[demo]'"
 
 
@@ -19,13 +21,9 @@ def add_parser(sub) -> None:
         "Generation runs one request at a time; other visitors wait in a queue. Bound to 127.0.0.1 unless --host "
         "says otherwise (use --host 0.0.0.0 to serve your network; there is no authentication).",
     )
-    p.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="transformer dtype (default bf16 on GPU)")
-    p.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
-    p.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    add_model_arguments(p)
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
     p.add_argument(
         "--max-duration", type=int, help="longest video offered, in seconds (default: twice the model's window)"
@@ -53,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
 
     from infinitystar.app.handlers import DemoSettings, default_output_dir
     from infinitystar.app.page import launch_app
-    from infinitystar.generation.pipeline import InfinityStarPipeline
 
     settings = DemoSettings(
         max_upload_mb=args.max_upload_mb,
@@ -63,13 +60,7 @@ def run(args: argparse.Namespace) -> int:
     )
     # a missing built-in model, a wrong folder or a bad checkpoint raise ValueError / FileNotFoundError
     # with a message for people; cli.main prints it without a traceback and exits with status 2
-    pipe = InfinityStarPipeline.from_pretrained(
-        args.checkpoint,
-        device=args.device,
-        dtype=args.dtype,
-        resolution=args.resolution,
-        offload_text_encoder=args.offload,
-    )
+    pipe = load_pipeline(args)
     pipe.set_progress_bar_config(disable=True)
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir()  # created after the model loads
     settings = dataclasses.replace(settings, output_dir=output_dir)
