@@ -6,15 +6,15 @@ single explicit adapter between the two, in both directions, and the loader of t
 layout: a single safetensors file, or a folder of shards with ``model.safetensors.index.json``
 (``{"metadata": {...}, "weight_map": {key: shard_file}}``).
 
-Loading is strict and lazy: every shard header is read and the full key set and shapes are
-checked (one :class:`CheckpointError` naming what is missing, unexpected or mis-shaped) before
-any tensor is read; the model is built on the meta device and filled shard by shard, tensor by
-tensor, directly in the target dtype and device (no fp32 copy of the whole model is made).
+Loading is checked and lazy: every shard header is read (:mod:`.sources`) and the full key set and
+shapes are checked (one :class:`CheckpointError` naming what is missing or mis-shaped; unknown extra
+entries are skipped with one warning that lists them) before any tensor is read; the model is built
+on the meta device and filled shard by shard, tensor by tensor, directly in the target dtype and
+device (no fp32 copy of the whole model is made).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -26,11 +26,12 @@ from infinitystar.checkpoints import CheckpointError, check_coverage, read_safet
 from infinitystar.files import read_json, write_json
 from infinitystar.models.config import TransformerConfig
 from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.transformer.sources import INDEX_NAME as INDEX_NAME  # re-exported: tests and callers
+from infinitystar.models.transformer.sources import SINGLE_NAME as SINGLE_NAME
+from infinitystar.models.transformer.sources import WeightSource, open_weights
 
-INDEX_NAME = "model.safetensors.index.json"
 #: ``config.json`` ``"format"`` of a trained-model folder
 MODEL_FORMAT = "infinitystar.transformer"
-SINGLE_NAME = "model.safetensors"
 
 #: non-block parameters: original name -> our name (in the original's key order)
 _TOP_LEVEL: dict[str, str] = {
@@ -137,92 +138,22 @@ def from_original_state_dict(state: Mapping[str, torch.Tensor], cfg: Transformer
 # --------------------------------------------------------------------------------------
 
 
-def _checkpoint_files(path: Path) -> dict[Path, list[str] | None]:
-    """The safetensors files of a checkpoint with the keys the index assigns to each
-    (None when there is no index: the file's own header is authoritative)."""
-    if path.is_file():
-        return {path: None}
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    index = path / INDEX_NAME
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"cannot read checkpoint index {index}: {type(exc).__name__}: {exc}") from exc
-        files: dict[Path, list[str]] = {}
-        for key, name in weight_map.items():
-            files.setdefault(path / name, []).append(key)
-        return files
-    if (path / SINGLE_NAME).is_file():
-        return {path / SINGLE_NAME: None}
-    raise CheckpointError(f"{path} holds neither {INDEX_NAME} nor {SINGLE_NAME}")
+def _iter_tensors(source: WeightSource, group: Path, keys) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, CPU tensor) of one group, one at a time (tests replace it to prove nothing is read early)."""
+    return source.tensors(group, keys)
 
 
-def _read_header(file: Path) -> dict[str, tuple[int, ...]]:
-    """Key -> shape from a safetensors header (safetensors also checks that the file holds all
-    the data the header announces, so a truncated shard fails here)."""
-    from safetensors import safe_open
-
-    if not file.is_file():
-        raise CheckpointError(f"checkpoint shard not found: {file}")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
-    except Exception as exc:
-        raise CheckpointError(
-            f"cannot read safetensors file {file}: {type(exc).__name__}: {exc}. It may be truncated or corrupt."
-        ) from exc
-    return shapes
-
-
-def _scan(path: Path) -> dict[Path, dict[str, tuple[int, ...]]]:
-    """Key -> shape of every file, cross-checked against the index (which must route every key
-    to a file that holds it; a key held twice is an error)."""
-    headers: dict[Path, dict[str, tuple[int, ...]]] = {}
-    owner: dict[str, Path] = {}
-    for file, indexed in _checkpoint_files(path).items():
-        shapes = _read_header(file)
-        if indexed is not None:
-            absent = sorted(set(indexed) - set(shapes))
-            if absent:
-                raise CheckpointError(
-                    f"{file}: the index lists {len(absent)} key(s) the file does not hold: {', '.join(absent[:8])}"
-                )
-        for key in shapes:
-            if key in owner:
-                raise CheckpointError(f"key {key!r} is stored twice: in {owner[key].name} and {file.name}")
-            owner[key] = file
-        headers[file] = shapes
-    return headers
-
-
-def _iter_tensors(file: Path, keys) -> Iterator[tuple[str, torch.Tensor]]:
-    """(key, CPU tensor) one at a time, so that at most one tensor is held before conversion."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
-            for k in keys:
-                yield k, f.get_tensor(k)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"cannot read tensors of {file}: {type(exc).__name__}: {exc}") from exc
-
-
-def infer_transformer_config(path: str | os.PathLike, **overrides) -> TransformerConfig:
+def infer_transformer_config(path: str | os.PathLike | WeightSource, **overrides) -> TransformerConfig:
     """The :class:`TransformerConfig` a checkpoint in the original format was saved from, read
-    from the tensor shapes in its headers (no tensor is loaded).
+    from the tensor shapes in its headers (no tensor is loaded). ``path``: anything
+    :func:`~infinitystar.models.transformer.sources.open_weights` opens, or an opened source.
 
     Widths, depth, heads (from the q/k norm width = head_dim), the MLP width, the text width and
     length and the chunking of the key names all follow from the shapes; what shapes cannot tell
     (``norm_eps``, ``rope_theta``, ...) keeps the released defaults unless given in ``overrides``.
     """
-    path = Path(path)
-    found: dict[str, tuple[int, ...]] = {}
-    for shapes in _scan(path).values():
-        found.update(shapes)
+    source = path if isinstance(path, WeightSource) else open_weights(path)
+    path, found = source.path, source.shapes()
 
     def shape(key: str) -> tuple[int, ...]:
         if key not in found:
@@ -256,7 +187,7 @@ def infer_transformer_config(path: str | os.PathLike, **overrides) -> Transforme
 
 
 def load_original_transformer(
-    path: str | os.PathLike,
+    path: str | os.PathLike | WeightSource,
     cfg: TransformerConfig,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -265,23 +196,25 @@ def load_original_transformer(
     """Build an :class:`InfinityTransformer` from a checkpoint in the original format.
 
     ``path``: a ``.safetensors`` file, or a folder with ``model.safetensors.index.json`` and its
-    shards (the released layout), or a folder with ``model.safetensors``. Block parameters end
+    shards (the released layout), or a folder with ``model.safetensors``, or a ``torch.save`` file
+    (the original's training checkpoint ``global_step_N.pth``). Block parameters end
     up in ``dtype`` on ``device``; the others (null text, embeddings, final norm, heads: ~0.1 %
     of the weights) in ``outer_dtype`` (default ``dtype``). The original runs bf16 blocks with
     fp32 outer parameters: ``dtype=torch.bfloat16, outer_dtype=torch.float32``.
+
+    Every tensor the model needs must be there with its shape (one :class:`CheckpointError` naming
+    the keys otherwise, before any tensor is read); entries the model does not know are skipped with
+    one warning that lists them (the original loads with ``strict=False``; we say what we skip).
     """
-    path = Path(path)
-    headers = _scan(path)
-    found: dict[str, tuple[int, ...]] = {}
-    for shapes in headers.values():
-        found.update(shapes)
-    check_coverage(expected_original_shapes(cfg), found, f"transformer checkpoint {path}")
+    source = path if isinstance(path, WeightSource) else open_weights(path)
+    expected = expected_original_shapes(cfg)
+    check_coverage(expected, source.shapes(), f"transformer checkpoint {source.path}", tolerate_unexpected=True)
 
     outer_dtype = outer_dtype or dtype
     model = _meta_model(cfg)
-    for file, shapes in headers.items():
+    for group, shapes in source.groups.items():
         part = {}
-        for key, tensor in _iter_tensors(file, shapes):
+        for key, tensor in _iter_tensors(source, group, [k for k in shapes if k in expected]):
             name = original_to_ours(key, cfg)
             target = dtype if name.startswith("blocks.") else outer_dtype
             part[name] = tensor.to(device=device, dtype=target)  # one tensor at a time, cast on the way

@@ -6,9 +6,10 @@ The model uses clean parameter names; everything that knows the original's names
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,10 +25,13 @@ from infinitystar.checkpoints import (
     torch_load_weights,
 )
 from infinitystar.files import atomic_write, read_json, write_json
+from infinitystar.hub import RELEASED_VAE
 from infinitystar.models.config import VAEConfig
 
 if TYPE_CHECKING:  # the adapter reads a model's names and config; it never builds one
     from infinitystar.models.vae.model import VideoVAE
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,26 +87,57 @@ def _bsq_mask(d: int) -> Tensor:
     return 2 ** torch.arange(d - 1, -1, -1, dtype=torch.int64)
 
 
-def load_original_vae_state_dict(model: VideoVAE, state: Mapping[str, Tensor], *, assign: bool = False) -> None:
-    """Copy weights stored under the original key names into ``model``.
+#: the original's second ("256-res") projection branch: unused at inference, loaded when present with the model's
+#: shapes, zeros otherwise (a checkpoint without it is complete)
+_OPTIONAL = re.compile(r"^proj_(down|up)_two\.(weight|bias)$")
 
-    The quantizer ``mask`` buffers must be present with the right shape and are dropped (the
-    quantizer has no parameters). Anything else must match exactly: every expected key present,
-    no unexpected key, equal shapes; otherwise :class:`CheckpointError` names the keys and the
-    model is left untouched. ``assign=True`` adopts the given tensors (for a model built on the
-    meta device) instead of copying into the existing ones.
+
+def load_original_vae_state_dict(
+    model: VideoVAE, state: Mapping[str, Tensor], *, assign: bool = False, extras: Sequence[str] = ()
+) -> None:
+    """Copy weights stored under the original key names into ``model``: tolerant, but honest.
+
+    Every weight inference needs must be present with its shape, otherwise :class:`CheckpointError` names the
+    keys and the model is left untouched. Entries known to be unused at inference are skipped: the quantizers'
+    ``mask`` buffers (registered twice in the original, under ``quantizer`` and its alias ``quantize``; when present
+    their shapes must fit the config, since they tell the bit widths), and the unused ``proj_*_two`` branch (loaded
+    when it fits, zeros when absent). They and ``extras`` (the training entries found next to ``"vae"`` in the file)
+    are listed in one INFO line. Any other entry the model does not know gets one :class:`UnusedWeightsWarning`
+    that lists them, and loading goes on. ``assign=True`` adopts the given tensors (for a model built on the meta
+    device) instead of copying into the existing ones.
     """
     names = _key_map(model)
     ours_state = model.state_dict()
-    expected = {names[k]: tuple(v.shape) for k, v in ours_state.items()}
-    expected.update(_mask_shapes(model.cfg))
-    check_coverage(expected, shapes_of(state), "VAE checkpoint")
-    not_float = [orig for orig in names.values() if not state[orig].is_floating_point()]
+    found = shapes_of(state)
+    optional = {orig: tuple(ours_state[ours].shape) for ours, orig in names.items() if _OPTIONAL.match(orig)}
+    expected = {names[k]: tuple(v.shape) for k, v in ours_state.items() if names[k] not in optional}
+    masks = _mask_shapes(model.cfg)
+    expected.update({k: shape for k, shape in masks.items() if k in found})
+    check_coverage(
+        expected, {k: v for k, v in found.items() if k not in optional}, "VAE checkpoint", tolerate_unexpected=True
+    )
+    not_float = [orig for orig in names.values() if orig in expected and not state[orig].is_floating_point()]
     if not_float:
         raise CheckpointError(f"VAE checkpoint: expected floating-point weights, got integers for {not_float[:8]}")
-    # cast to the model's dtype (a no-op for the fp32 release), also when assigning
-    weights = {ours: state[orig].to(ours_state[ours].dtype) for ours, orig in names.items()}
+    fitting = {k for k, shape in optional.items() if found.get(k) == shape and state[k].is_floating_point()}
+    device = state[names["latent_scales"]].device
+    weights = {}
+    for ours, orig in names.items():  # cast to the model's dtype (a no-op for the fp32 release), also when assigning
+        dtype = ours_state[ours].dtype
+        if orig in expected or orig in fitting:
+            weights[ours] = state[orig].to(dtype)
+        else:  # an absent or misfit unused branch
+            weights[ours] = torch.zeros(optional[orig], dtype=dtype, device=device)
     model.load_state_dict(weights, strict=True, assign=assign)
+    skipped = sorted(k for k in found if k in masks or (k in optional and k not in fitting))
+    absent = sorted(k for k in optional if k not in found)
+    if skipped or absent or extras:
+        log.info(
+            "VAE checkpoint: skipped what inference does not use: %s%s%s",
+            ", ".join(skipped) or "nothing",
+            f"; training entries beside 'vae': {', '.join(extras)}" if extras else "",
+            f"; absent (zeros, unused): {', '.join(absent)}" if absent else "",
+        )
 
 
 def original_vae_state_dict(model: VideoVAE) -> dict[str, Tensor]:
@@ -146,15 +181,17 @@ def save_vae_folder(
 
 def vae_weights_file(path: str | os.PathLike) -> Path:
     """The VAE weights a path names: a ``.pth`` / ``.safetensors`` file, a VAE folder, or a folder holding one
-    (a tokenizer run or a model folder: ``vae/``), including runs written before VAE folders existed."""
+    (a tokenizer run or a model folder: ``vae/``; a released model folder: its ``.pth``), including runs written
+    before VAE folders existed."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / VAE_WEIGHTS, path / "vae" / VAE_WEIGHTS, path / _LEGACY_RUN_FILES[0]):
+        candidates = (path / VAE_WEIGHTS, path / "vae" / VAE_WEIGHTS, path / RELEASED_VAE, path / _LEGACY_RUN_FILES[0])
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate
         raise CheckpointError(
             f"no VAE weights in {path}: expected {VAE_WEIGHTS} (a VAE folder), vae/{VAE_WEIGHTS} (a model folder or a "
-            "tokenizer run) or a .pth / .safetensors file"
+            f"tokenizer run), {RELEASED_VAE} (the released model) or a .pth / .safetensors file"
         )
     if not path.is_file():
         raise CheckpointError(f"VAE checkpoint not found: {path} (give a .pth / .safetensors file or a VAE folder)")
@@ -175,17 +212,25 @@ def vae_config_of(path: str | os.PathLike) -> VAEConfig:
 def load_vae_weights(model: VideoVAE, path: str | os.PathLike) -> Path:
     """Load the weights :func:`vae_weights_file` finds into ``model``, strictly. Returns the file read."""
     file = vae_weights_file(path)
-    state = read_original_vae_state(file)
-    load_original_vae_state_dict(model, {k: v.to(model.latent_scales.device) for k, v in state.items()})
+    state, extras = read_original_vae_checkpoint(file)
+    device = model.latent_scales.device
+    load_original_vae_state_dict(model, {k: v.to(device) for k, v in state.items()}, extras=extras)
     return file
 
 
 def read_original_vae_state(path: str | os.PathLike) -> dict[str, Tensor]:
     """The original-layout VAE state dict from a released ``.pth`` or a ``.safetensors`` file."""
+    return read_original_vae_checkpoint(path)[0]
+
+
+def read_original_vae_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], list[str]]:
+    """``(state dict, training entries)`` of a released ``.pth`` (the state dict under ``"vae"``; the other top-level
+    entries, such as a discriminator, optimizer or EMA dict, are training extras, named but not loaded) or of a
+    ``.safetensors`` file (no extras). The ``.pth`` is memory-mapped: extras are never read into memory."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    obj = torch_load_weights(path)
+        return read_safetensors(path), []
+    obj = torch_load_weights(path, mmap=True)
     if not isinstance(obj, Mapping) or "vae" not in obj:
         found = sorted(map(str, obj))[:20] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(
@@ -194,7 +239,10 @@ def read_original_vae_state(path: str | os.PathLike) -> dict[str, Tensor]:
     state = obj["vae"]
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: the 'vae' entry is a {type(state).__name__}, not a state dict")
-    return dict(state)
+    not_tensors = sorted(str(k) for k, v in state.items() if not isinstance(v, Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{path}: the 'vae' state dict holds entries that are not tensors: {not_tensors[:8]}")
+    return dict(state), sorted(str(k) for k in obj if k != "vae")
 
 
 def _count(state: Mapping[str, Tensor], pattern: str) -> int:
@@ -238,6 +286,14 @@ def infer_vae_config(state: Mapping[str, Tensor]) -> VAEConfig:
         spatial_compression=(2,) * n_spatial,
         temporal_compression=(2,) * n_temporal,
         mid_layers=_count(state, r"^encoder\.mid_block\.resnets\.(\d+)\."),
-        semantic_bits=shape("quantizer.lfq_semantic.mask")[0],
-        detail_bits=shape("quantizer.lfq_detail.mask")[0],
+        semantic_bits=_mask_width(state, "semantic", VAEConfig.semantic_bits),
+        detail_bits=_mask_width(state, "detail", VAEConfig.detail_bits),
     )
+
+
+def _mask_width(state: Mapping[str, Tensor], kind: str, default: int) -> int:
+    """A quantizer's bit width from its ``mask`` buffer (either registration), the released width without one."""
+    for owner in ("quantizer", "quantize"):
+        if f"{owner}.lfq_{kind}.mask" in state:
+            return int(state[f"{owner}.lfq_{kind}.mask"].shape[0])
+    return default

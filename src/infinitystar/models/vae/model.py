@@ -36,7 +36,7 @@ from infinitystar.models.vae.checkpoint import (
     VAE_WEIGHTS,
     infer_vae_config,
     load_original_vae_state_dict,
-    read_original_vae_state,
+    read_original_vae_checkpoint,
     vae_config_of,
     vae_weights_file,
 )
@@ -279,13 +279,15 @@ class VideoVAE(nn.Module):
         entry is the state dict), a ``.safetensors`` file with the original key names, or a VAE folder.
 
         ``cfg=None`` reads the folder's ``config.json`` or infers the widths from the weight shapes
-        (:func:`infer_vae_config`). Every key and shape must match (no silent ``strict=False``).
+        (:func:`infer_vae_config`). Every weight inference needs must be there with its shape; entries known to be
+        unused are skipped (one INFO line), unknown ones skipped with one warning that lists them
+        (:func:`load_original_vae_state_dict`), never silently as the original's ``strict=False``.
         """
         file = vae_weights_file(path)
         if cfg is None and file.name == VAE_WEIGHTS and (file.parent / VAE_CONFIG).is_file():
             cfg = vae_config_of(file)
-        state = read_original_vae_state(file)
+        state, extras = read_original_vae_checkpoint(file)
         with torch.device("meta"):  # no throw-away random init: the weights are assigned
             model = cls(cfg if cfg is not None else infer_vae_config(state))
-        load_original_vae_state_dict(model, state, assign=True)
+        load_original_vae_state_dict(model, state, assign=True, extras=extras)
         return model.to(device).eval()
