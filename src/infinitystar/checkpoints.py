@@ -169,8 +169,10 @@ def stream_safetensors(
                 want = next(order, None)
                 dtype, shape = specs.get(key, (None, None))
                 if key != want or tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
-                    raise ValueError(f"stream_safetensors: got {key} {tensor.dtype} {tuple(tensor.shape)}, expected "
-                                     f"{want} {specs.get(want)}")  # a bug in the caller
+                    raise ValueError(
+                        f"stream_safetensors: got {key} {tensor.dtype} {tuple(tensor.shape)}, expected "
+                        f"{want} {specs.get(want)}"
+                    )  # a bug in the caller
                 f.write(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().data)
             if next(order, None) is not None:
                 raise ValueError("stream_safetensors: fewer tensors than specs")

@@ -10,19 +10,58 @@ from __future__ import annotations
 import argparse
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+VAE_DTYPE_CHOICES = ("fp32", "bf16")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) -> None:
-    """``--checkpoint``, ``--resolution``, ``--device``, ``--dtype``, ``--offload`` and, with ``speed``, the speed and
-    memory group (``--compile``, ``--token-chunk``)."""
+    """``--checkpoint``, ``--transformer``, ``--resolution``, ``--device``, ``--dtype``, ``--vae-dtype``,
+    ``--offload``, the hub group (``--revision``, ``--cache-dir``, ``--local-files-only``) and, with ``speed``, the
+    speed and memory group (``--compile``, ``--token-chunk``)."""
     group = parser.add_argument_group("model")
-    group.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
+    group.add_argument(
+        "--checkpoint",
+        help="model folder (our layout or the released one) or a Hugging Face repo id such as "
+        "FoundationVision/InfinityStar (default: the built-in model)",
+    )
+    group.add_argument(
+        "--transformer",
+        help="transformer weights replacing the checkpoint's: a fine-tuned one, e.g. the original's "
+        "global_step_N.pth, a .safetensors file or a shard folder",
+    )
     group.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
     group.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--dtype", choices=DTYPE_CHOICES, help="transformer dtype (default bf16 on GPU, fp32 on CPU)")
+    group.add_argument(
+        "--vae-dtype",
+        choices=VAE_DTYPE_CHOICES,
+        default="fp32",
+        help="VAE dtype: fp32 (default, as the original) or bf16 (less memory at decode)",
+    )
     group.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    add_hub_arguments(parser)
     if speed:
         add_speed_arguments(parser)
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a repo id is fetched (every command that takes one: generate, serve, evaluate, convert, train, extract)."""
+    hub = parser.add_argument_group("Hugging Face hub (when a repo id is given)")
+    hub.add_argument("--revision", help="branch, tag or commit of the repository (default: main)")
+    hub.add_argument("--cache-dir", help="hub cache folder (default: HF_HUB_CACHE or HF_HOME/hub)")
+    hub.add_argument(
+        "--local-files-only",
+        action="store_true",
+        help="never download: use the hub cache only (as HF_HUB_OFFLINE=1)",
+    )
+
+
+def hub_options(args: argparse.Namespace):
+    """The :class:`~infinitystar.hub.HubOptions` of the hub flags."""
+    from infinitystar.hub import HubOptions
+
+    return HubOptions(
+        getattr(args, "revision", None), getattr(args, "cache_dir", None), bool(getattr(args, "local_files_only", 0))
+    )
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +96,11 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
         dtype=args.dtype,
         resolution=args.resolution,
         offload_text_encoder=getattr(args, "offload", False),
+        vae_dtype=getattr(args, "vae_dtype", "fp32"),
+        transformer_weights=getattr(args, "transformer", None),
+        revision=getattr(args, "revision", None),
+        cache_dir=getattr(args, "cache_dir", None),
+        local_files_only=bool(getattr(args, "local_files_only", False)),
     )
     if getattr(args, "token_chunk", None) is not None:
         pipe.transformer.inference.token_chunk = args.token_chunk or None

@@ -23,6 +23,18 @@ import torch
 from infinitystar.checkpoints import CheckpointError
 from infinitystar.files import read_json, write_json
 from infinitystar.generation.plan import RELEASED_CONFIGS, PipelineConfig
+from infinitystar.hub import (
+    DEFAULT_RELEASED_RESOLUTION,
+    MODEL_INDEX,
+    OWN_COMPONENTS,
+    PARTS,
+    RELEASED_T5,
+    RELEASED_VAE,
+    RELEASED_WEIGHTS,
+    HubOptions,
+    own_components,
+    resolve,
+)
 from infinitystar.models.config import TransformerConfig, VAEConfig
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.models.vae.model import VideoVAE
@@ -32,12 +44,8 @@ from infinitystar.text.loading import load_text_encoder
 #: where the built-in default model lives inside the package (trained by the project); found through the
 #: package's resources, so it follows the package wherever it is installed
 BUILTIN_MODEL_DIR = Path(str(importlib.resources.files("infinitystar").joinpath("assets", "default")))
-#: our own saved layout: this file at the root, one sub-folder per component
-MODEL_INDEX = "model_index.json"
-#: the released layout (FoundationVision/InfinityStar on the Hugging Face hub)
-RELEASED_WEIGHTS = {"720p": "infinitystar_8b_720p_weights", "480p": "infinitystar_8b_480p_weights"}
-RELEASED_VAE = "infinitystar_videovae.pth"
-RELEASED_T5 = "text_encoder/flan-t5-xl-official"
+#: the layouts' file names live in :mod:`infinitystar.hub` (the trainer needs them too); named here for callers
+__all__ = ["BUILTIN_MODEL_DIR", "MODEL_INDEX", "RELEASED_WEIGHTS", "RELEASED_VAE", "RELEASED_T5", "Components"]
 
 
 class BuiltinModelMissing(FileNotFoundError):
@@ -62,19 +70,25 @@ def describe_layouts() -> str:
     )
 
 
-def model_folder(path: str | Path | None) -> Path:
-    """The folder ``path`` names (``None``: the built-in default model), checked to exist."""
+def model_folder(
+    path: str | Path | None, resolution: str | None = None, hub: HubOptions | None = None, parts=PARTS
+) -> Path:
+    """The folder ``path`` names (``None``: the built-in default model), checked to exist. A Hugging Face repo id
+    (``ORG/NAME``) that is not a local path is fetched into the hub cache, only the ``parts`` a call needs at
+    ``resolution`` (:mod:`infinitystar.hub`); a local path always wins."""
     if path is None:
         if not (BUILTIN_MODEL_DIR / MODEL_INDEX).is_file():
             raise BuiltinModelMissing(
                 "this installation has no built-in default model (see the README). "
-                f"Pass a checkpoint folder instead: {describe_layouts()}"
+                f"Pass a checkpoint folder or a Hugging Face repo id instead: {describe_layouts()}"
             )
         return BUILTIN_MODEL_DIR
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint folder not found: {path}; expected {describe_layouts()}")
-    return path
+    try:
+        return resolve(path, parts, resolution, hub)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"checkpoint folder not found: {path}; expected {describe_layouts()}, or a Hugging Face repo id ORG/NAME"
+        ) from None
 
 
 def released_root(path: Path, resolution: str | None) -> tuple[Path, Path, str]:
@@ -91,45 +105,74 @@ def released_root(path: Path, resolution: str | None) -> tuple[Path, Path, str]:
     if not present:
         raise FileNotFoundError("no released weights folder")
     if resolution is None:
-        resolution = "720p" if "720p" in present else "480p"
+        resolution = DEFAULT_RELEASED_RESOLUTION if DEFAULT_RELEASED_RESOLUTION in present else next(iter(present))
     if resolution not in present:
         have = ", ".join(f"{r} ({p.name})" for r, p in present.items())
         raise ValueError(f"{path} has no {RELEASED_WEIGHTS.get(resolution, resolution)} folder; it has: {have}")
     return path, present[resolution], resolution
 
 
-def vae_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The VAE runs in the pipeline dtype except fp16, whose range its activations exceed."""
-    return torch.bfloat16 if dtype == torch.float16 else dtype
+#: the VAE's precisions: fp32 (the original's ``vae.float()``) or bf16; fp16 overflows the VAE's activations
+VAE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def parse_vae_dtype(value: str | torch.dtype | None) -> torch.dtype:
+    """The VAE's dtype from ``fp32`` / ``bf16`` (long names and ``torch.dtype`` too); None is fp32."""
+    from infinitystar.devices import parse_dtype
+
+    dtype = torch.float32 if value is None else parse_dtype(value)
+    if dtype not in VAE_DTYPES.values():
+        raise ValueError(
+            f"unsupported VAE dtype {value!r}; accepted: {', '.join(VAE_DTYPES)} (fp16 overflows the VAE's activations)"
+        )
+    return dtype
 
 
 def load_components(
-    path: Path, device: torch.device, dtype: torch.dtype, resolution: str | None, config: PipelineConfig | None
+    path: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    resolution: str | None,
+    config: PipelineConfig | None,
+    *,
+    vae_dtype: torch.dtype = torch.float32,
+    transformer_weights: str | Path | None = None,
 ) -> Components:
     """Load a folder of either layout. ``dtype`` is the transformer's blocks (embeddings and heads stay fp32);
-    ``config`` overrides the generation settings the folder implies."""
+    ``vae_dtype`` the VAE's (fp32 as in the original, which runs ``vae.float()``); ``config`` overrides the
+    generation settings the folder implies; ``transformer_weights`` replaces the folder's transformer weights (a
+    fine-tuned transformer: the original's ``global_step_N.pth``, a safetensors file or a shard folder)."""
+    if path.is_file():
+        raise CheckpointError(
+            f"{path} is a file; a model is a folder ({describe_layouts()}). A transformer checkpoint (such as the "
+            "original's global_step_N.pth) holds only the transformer: pass the model folder as the checkpoint and "
+            "this file as the transformer weights (--transformer / transformer_weights=)"
+        )
     if (path / MODEL_INDEX).is_file():
-        return load_own_layout(path, device, dtype, resolution, config)
+        return load_own_layout(path, device, dtype, resolution, config, vae_dtype, transformer_weights)
     try:
         root, weights, res = released_root(path, resolution)
     except FileNotFoundError:
         raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
-    return load_released(root, weights, res, device, dtype, config)
+    return load_released(root, transformer_weights or weights, res, device, dtype, config, vae_dtype)
 
 
 def load_released(
-    root: Path, weights: Path, resolution: str, device, dtype, config: PipelineConfig | None
+    root: Path, weights: Path, resolution: str, device, dtype, config: PipelineConfig | None, vae_dtype=torch.float32
 ) -> Components:
-    """The released layout: the chosen resolution's shards, the VAE ``.pth`` and the T5 folder."""
+    """The released layout: the chosen resolution's shards (or ``weights``), the VAE ``.pth`` and the T5 folder."""
     from infinitystar.models.transformer.checkpoint import infer_transformer_config, load_original_transformer
+    from infinitystar.models.transformer.sources import open_weights
 
     vae_path, t5_path = root / RELEASED_VAE, root / RELEASED_T5
     for p, what in ((vae_path, "VAE checkpoint"), (t5_path, "text encoder folder")):
         if not p.exists():
             raise CheckpointError(f"released layout at {root}: {what} {p.name} is missing ({p})")
-    cfg = infer_transformer_config(weights)
-    transformer = load_original_transformer(weights, cfg, device, dtype, outer_dtype=torch.float32)
-    vae = VideoVAE.from_original_checkpoint(vae_path, device=device).to(dtype=vae_dtype(dtype))
+    source = open_weights(weights)
+    transformer = load_original_transformer(
+        source, infer_transformer_config(source), device, dtype, outer_dtype=torch.float32
+    )
+    vae = VideoVAE.from_original_checkpoint(vae_path, device=device).to(dtype=vae_dtype)
     text_encoder = load_text_encoder(t5_path, device)
     return Components(transformer, vae, text_encoder, config or RELEASED_CONFIGS[resolution])
 
@@ -138,22 +181,33 @@ def _read(path: Path) -> dict:
     return read_json(path, f"{path.name} of the model folder {path.parent}", CheckpointError)
 
 
-def load_own_layout(root: Path, device, dtype, resolution: str | None, config: PipelineConfig | None) -> Components:
-    """Our layout: ``model_index.json`` (format, version, generation settings) and one folder per component."""
+def load_own_layout(
+    root: Path,
+    device,
+    dtype,
+    resolution: str | None,
+    config: PipelineConfig | None,
+    vae_dtype=torch.float32,
+    transformer_weights: str | Path | None = None,
+) -> Components:
+    """Our layout: ``model_index.json`` (format, version, components, generation settings) and one folder per
+    component."""
     from infinitystar.models.transformer.checkpoint import load_original_transformer
 
     index = _read(root / MODEL_INDEX)
     if not isinstance(index, dict) or index.get("format") != "infinitystar":
         raise CheckpointError(f"{root / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
+    folders = {part: root / name for part, name in own_components(index).items()}
     pipe_cfg = config or PipelineConfig.from_dict(index.get("pipeline", {}))
     if resolution is not None and resolution != pipe_cfg.resolution:
         raise ValueError(f"{root} holds a {pipe_cfg.resolution} model, but resolution={resolution!r} was asked for")
-    t_cfg = TransformerConfig.from_dict(_read(root / "transformer" / "config.json"))
-    transformer = load_original_transformer(root / "transformer", t_cfg, device, dtype, outer_dtype=torch.float32)
-    v_cfg = VAEConfig.from_dict(_read(root / "vae" / "config.json"))
-    vae = VideoVAE.from_original_checkpoint(root / "vae" / "model.safetensors", v_cfg, device=device)
-    text_encoder = load_text_encoder(root / "text_encoder", device)
-    return Components(transformer, vae.to(dtype=vae_dtype(dtype)), text_encoder, pipe_cfg)
+    t_cfg = TransformerConfig.from_dict(_read(folders["transformer"] / "config.json"))
+    weights = transformer_weights or folders["transformer"]
+    transformer = load_original_transformer(weights, t_cfg, device, dtype, outer_dtype=torch.float32)
+    v_cfg = VAEConfig.from_dict(_read(folders["vae"] / "config.json"))
+    vae = VideoVAE.from_original_checkpoint(folders["vae"] / "model.safetensors", v_cfg, device=device)
+    text_encoder = load_text_encoder(folders["text_encoder"], device)
+    return Components(transformer, vae.to(dtype=vae_dtype), text_encoder, pipe_cfg)
 
 
 def save_own_layout(parts: Components, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -169,8 +223,20 @@ def save_own_layout(parts: Components, folder: str | Path, dtype: torch.dtype | 
     write_json(folder / "transformer" / "config.json", parts.transformer.cfg.to_dict())
     save_vae_folder(parts.vae, folder / "vae", dtype=dtype, metadata={"format": "pt"})
     save_text_encoder(parts.text_encoder, folder / "text_encoder")
-    write_json(folder / MODEL_INDEX, {"format": "infinitystar", "version": 1, "pipeline": parts.config.to_dict()})
+    write_json(folder / MODEL_INDEX, model_index(parts.config))
     return folder
+
+
+def model_index(config: PipelineConfig, **extra) -> dict:
+    """Our layout's ``model_index.json``: format, version, the component folders (a download fetches these and
+    nothing else) and the generation settings."""
+    return {
+        "format": "infinitystar",
+        "version": 1,
+        "components": dict(OWN_COMPONENTS),
+        **extra,
+        "pipeline": config.to_dict(),
+    }
 
 
 def save_text_encoder(encoder: TextEncoder, folder: Path) -> None:

@@ -18,7 +18,13 @@ import torch
 
 from infinitystar.devices import parse_dtype, resolve_device
 from infinitystar.generation.inputs import load_image_input, load_video_input
-from infinitystar.generation.layouts import Components, load_components, model_folder, save_own_layout
+from infinitystar.generation.layouts import (
+    Components,
+    load_components,
+    model_folder,
+    parse_vae_dtype,
+    save_own_layout,
+)
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
 from infinitystar.generation.output import GenerationResult
 from infinitystar.generation.plan import (
@@ -31,6 +37,7 @@ from infinitystar.generation.plan import (
     sampling_options,
     window_prompts,
 )
+from infinitystar.hub import HubOptions
 from infinitystar.media import frames_to_uint8
 from infinitystar.models.quantizer import encode_pyramid
 from infinitystar.models.transformer.model import InfinityTransformer
@@ -85,20 +92,40 @@ class InfinityStarPipeline:
         resolution: str | None = None,
         offload_text_encoder: bool = False,
         config: PipelineConfig | None = None,
+        vae_dtype: str | torch.dtype = "fp32",
+        transformer_weights: str | Path | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
     ) -> InfinityStarPipeline:
-        """Load a model folder; ``path=None`` loads the built-in default model.
+        """Load a model folder or a Hugging Face repo id; ``path=None`` loads the built-in default model.
 
         ``path`` is our saved layout (``model_index.json``) or the released one (a folder with
         ``infinitystar_8b_{720p,480p}_weights/``, ``infinitystar_videovae.pth`` and
-        ``text_encoder/flan-t5-xl-official/``, or one of the weights folders itself).
+        ``text_encoder/flan-t5-xl-official/``, or one of the weights folders itself), or a repo id of either
+        (``"FoundationVision/InfinityStar"``): only what this call needs is downloaded (the chosen resolution's
+        transformer, the VAE, the text encoder) into the hub cache, at ``revision``, in ``cache_dir``; with
+        ``local_files_only`` (or ``HF_HUB_OFFLINE=1``) nothing is downloaded. A local path always wins.
         ``resolution`` picks the 480p or 720p weights when both are present (default 720p).
         ``dtype``: the transformer's blocks (default bf16 on CUDA, fp32 on CPU; embeddings and
-        heads stay fp32). ``offload_text_encoder`` moves T5 to the CPU after each encoding.
-        ``config`` overrides the generation settings the folder implies.
+        heads stay fp32). ``vae_dtype``: the VAE's, fp32 (default, as the original) or bf16 (less memory at
+        decode, other pixels). ``offload_text_encoder`` moves T5 to the CPU after each encoding.
+        ``config`` overrides the generation settings the folder implies. ``transformer_weights`` replaces the
+        folder's transformer (a fine-tuned one: the original's ``global_step_N.pth``, safetensors).
         """
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
-        parts = load_components(model_folder(path), device, dtype, resolution, config)
+        vae_dtype = parse_vae_dtype(vae_dtype)
+        hub = HubOptions(revision, cache_dir, local_files_only)
+        parts = load_components(
+            model_folder(path, resolution, hub),
+            device,
+            dtype,
+            resolution,
+            config,
+            vae_dtype=vae_dtype,
+            transformer_weights=transformer_weights,
+        )
         return cls(
             parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=offload_text_encoder
         )
