@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "infinitystar.cli.info",
     "infinitystar.cli.generate",
     "infinitystar.cli.assemble",
+    "infinitystar.cli.convert",
     "infinitystar.cli.serve",
     "infinitystar.cli.train_tokenizer",
     "infinitystar.cli.extract",
