@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from infinitystar.cli import main
 from infinitystar.generation.pipeline import InfinityStarPipeline
@@ -84,3 +85,31 @@ def test_a_local_path_wins_over_a_repo_id(offline, pipe, tmp_path, monkeypatch):
     (tmp_path / "someone" / "infinitystar-tiny" / "model_index.json").write_text("{not json")
     with pytest.raises(ValueError, match="someone/infinitystar-tiny/model_index.json.*not valid JSON"):
         InfinityStarPipeline.from_pretrained(OURS_ID)
+
+
+def test_train_init_by_repo_id_fetches_and_loads_the_transformer(offline, pipe, capsys):
+    """``train --init ORG/NAME``: the CLI resolves the repo id to the cached snapshot (only the transformer), and
+    ``load_init_state`` finds the transformer in either layout."""
+    import json
+
+    from infinitystar.hub import resolve
+    from infinitystar.train.transformer.module import load_init_state
+
+    assert main(["train", "--config", "recipes/tiny_cpu.json", "--init", OURS_ID, "--print-config"]) == 0
+    init = json.loads(capsys.readouterr().out)["model"]["init"]
+    assert "models--someone--infinitystar-tiny/snapshots/" in init
+    expected = pipe.transformer.state_dict()
+    for repo in (OURS_ID, RELEASED_ID):
+        state = load_init_state(resolve(repo, ("transformer",), "480p"), pipe.transformer.cfg, resolution="480p")
+        assert state.keys() == expected.keys() and all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+def test_extract_vae_by_repo_id(offline, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (64, 40), (0, 128, 255)).save(tmp_path / "pic.png")
+    (tmp_path / "m.jsonl").write_text('{"image_path": "pic.png", "text": "blue"}\n')
+    args = ["extract", "--manifest", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "cache"), "--vae", RELEASED_ID]
+    args += ["--resolution", "32x48", "--device", "cpu", "--quiet", "--workers", "0"]
+    assert main(args) == 0
+    assert "cached 1, already cached 0, failed 0" in capsys.readouterr().out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from infinitystar.cli.model_options import add_hub_arguments, hub_options
 from infinitystar.launch import torchrun_env
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -23,7 +24,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--manifest", nargs="+", required=True, help="jsonl manifest(s) or folder(s) of *.jsonl")
     p.add_argument("--out", required=True, help="cache folder (created; rerun with the same settings to resume)")
-    p.add_argument("--vae", required=True, help="VAE checkpoint: the released .pth or a .safetensors (original keys)")
+    p.add_argument(
+        "--vae",
+        required=True,
+        help="VAE: the released .pth, a .safetensors (original keys), a model folder, or a repo id "
+        "(FoundationVision/InfinityStar: only the VAE is downloaded)",
+    )
     p.add_argument(
         "--resolution",
         default="480p",
@@ -44,6 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="threads decoding upcoming items (default 2)")
     p.add_argument("--max-new", type=int, default=None, help="stop after caching this many new items")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_hub_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -55,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from infinitystar.devices import parse_dtype, resolve_device
+    from infinitystar.hub import resolve
     from infinitystar.models.vae.model import VideoVAE
     from infinitystar.train.data.extract import extract_latents
     from infinitystar.train.data.preprocess import Resolution
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
-    vae = VideoVAE.from_original_checkpoint(args.vae, device=device).to(dtype=parse_dtype(args.dtype))
+    vae_path = resolve(args.vae, ("vae",), None, hub_options(args))  # a repo id: its VAE only
+    vae = VideoVAE.from_original_checkpoint(vae_path, device=device).to(dtype=parse_dtype(args.dtype))
     text_encoder = None
     if args.t5:
         from infinitystar.text.encoders import T5TextEncoder

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from infinitystar.cli.model_options import add_hub_arguments, hub_options
+
 #: flag -> dotted config path
 _FLAGS = {
     "steps": "steps",
@@ -46,7 +48,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
     p.add_argument("--out", help="run folder: config, checkpoints, metrics.jsonl, final model")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
-    p.add_argument("--init", help="initial weights: released-format checkpoint, trained-model folder or run folder")
+    p.add_argument(
+        "--init",
+        help="initial weights: released model folder or repo id (FoundationVision/InfinityStar: the recipe's "
+        "resolution), released-format checkpoint, the original's global_step_N.pth, trained-model folder or run folder",
+    )
     p.add_argument("--cache", help="latent cache folder written by `infinitystar extract` (data.cache)")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--batch-size", type=int, help="samples per data-parallel rank and micro-step")
@@ -61,6 +67,7 @@ def add_parser(subparsers) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any config value, e.g. optim.ema_decay=0.999"
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_hub_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -90,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     cfg = resolve_config(args)
+    if cfg.model.init:  # a repo id is fetched once here (the transformer of the recipe's resolution only)
+        from infinitystar.hub import resolve
+
+        cfg.model.init = str(resolve(cfg.model.init, ("transformer",), cfg.schedule.resolution, hub_options(args)))
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0

@@ -67,15 +67,18 @@ def _strip(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict
     return out
 
 
-def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch.Tensor]:
-    """Full fp32 CPU state dict (our names) of ``--init``: a released-format checkpoint, a trained
-    model folder, a run folder (its newest checkpoint) or one ``step_*`` checkpoint."""
+def load_init_state(path: str | Path, cfg: TransformerConfig, resolution: str | None = None) -> dict[str, torch.Tensor]:
+    """Full fp32 CPU state dict (our names) of ``--init``: a released-format checkpoint (a shard folder, a released
+    model folder: the weights of ``resolution``, our layout: its ``transformer/``, or the original's training
+    checkpoint ``global_step_N.pth``), a trained model folder, a run folder (its newest checkpoint) or one ``step_*``
+    checkpoint."""
     from infinitystar.checkpoints import CheckpointError
     from infinitystar.models.transformer.checkpoint import load_original_transformer
 
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"--init checkpoint not found: {p}")
+    p = _transformer_of_model_folder(p, resolution)
     if is_model_folder(p):
         found_cfg, state = read_model_folder(p)
         if found_cfg != cfg:
@@ -102,6 +105,28 @@ def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch
             raise CheckpointError(f"cannot read the model of checkpoint {folder}: {type(exc).__name__}: {exc}") from exc
         return _strip(template["model"])
     return load_original_transformer(p, cfg).state_dict()
+
+
+def _transformer_of_model_folder(path: Path, resolution: str | None) -> Path:
+    """The transformer folder of a whole model folder (our layout, or the released one at ``resolution``); any other
+    path as it is."""
+    from infinitystar.checkpoints import CheckpointError
+    from infinitystar.files import read_json
+    from infinitystar.hub import MODEL_INDEX, RELEASED_WEIGHTS, own_components
+
+    if (path / MODEL_INDEX).is_file():
+        return path / own_components(read_json(path / MODEL_INDEX, "model index", CheckpointError))["transformer"]
+    present = {r: path / name for r, name in RELEASED_WEIGHTS.items() if (path / name).is_dir()}
+    if not present:
+        return path
+    if resolution in present:
+        return present[resolution]
+    if len(present) == 1 and resolution not in RELEASED_WEIGHTS:
+        return next(iter(present.values()))
+    raise CheckpointError(
+        f"--init {path} holds the released weights for {', '.join(present)}; the recipe's schedule resolution is "
+        f"{resolution!r}: set schedule.resolution to one of them or pass the weights folder itself"
+    )
 
 
 def transformer_from_checkpoint(folder: str | Path) -> InfinityTransformer:

@@ -124,7 +124,7 @@ class Trainer:
     def _initial_state(self) -> dict[str, torch.Tensor]:
         """Full CPU state of the starting weights: ``--init`` or a seeded fresh init."""
         if self.cfg.model.init:
-            return load_init_state(self.cfg.model.init, self.tcfg)
+            return load_init_state(self.cfg.model.init, self.tcfg, resolution=self.cfg.schedule.resolution)
         with torch.device("meta"):
             model = InfinityTransformer(self.tcfg)
         model.to_empty(device="cpu")
