@@ -33,3 +33,40 @@ def test_estimate_grows_with_resolution_and_length_and_shrinks_with_offload_and_
     # the image's largest scale (1x30x53, which it attends to): 2 rows x 36 layers x K,V x 1024 wide x bf16
     expected = (512 + 20 * 30 * 53 + 30 * 53) * 2 * 1024 * 2 * 36 * 2
     assert abs(e480_10.kv_cache - expected) / expected < 1e-9
+
+
+def test_vae_decode_is_counted_in_its_own_precision_and_after_the_cache_is_freed():
+    from infinitystar.models.config import VAEConfig
+
+    cfg, vae = get_preset("8b").transformer, VAEConfig()
+    sched = build_schedule(9 / 16, "720p", latent_frames(81))
+    fp32 = estimate_generation_memory(cfg, sched, vae=vae, vae_bytes_per_value=4)
+    bf16 = estimate_generation_memory(cfg, sched, vae=vae, vae_bytes_per_value=2)
+    none = estimate_generation_memory(cfg, sched)
+    assert fp32.vae_weights == 2 * bf16.vae_weights == 184_659_383 * 4
+    assert fp32.vae_decode == 2 * bf16.vae_decode > 0 and none.vae_decode == 0
+    for e in (fp32, bf16):  # the larger of the two phases, not their sum
+        phase = max(e.kv_cache + e.activations, e.vae_decode)
+        assert e.total == e.weights + e.text_encoder + e.vae_weights + phase
+
+
+def test_decode_estimate_counts_the_tensors_the_decoder_really_makes():
+    """The estimate's unit, the last stage's full-resolution tensor of one chunk, is the tensor the decoder feeds its
+    final norm (checked on a small VAE with a hook)."""
+    import torch
+
+    from infinitystar.generation.memory import _DECODE_LIVE_TENSORS, vae_decode_bytes
+    from infinitystar.models.config import VAEConfig
+    from infinitystar.models.vae.model import VideoVAE
+    from infinitystar.schedule import schedule_from_scales
+
+    vcfg = VAEConfig(block_out_channels=(4, 8, 8, 8, 8), layers_per_block=1, mid_layers=1)
+    vae = VideoVAE(vcfg).eval()
+    sched = schedule_from_scales([(1, 1, 1), (1, 4, 4), (4, 1, 1), (4, 4, 4)], 2, detail_scale_min_tokens=4)
+    sizes = []
+    vae.decoder.norm_out.register_forward_hook(lambda m, args, out: sizes.append(args[0].numel()))
+    with torch.inference_mode():
+        video = vae.decode(torch.randn(1, 64, 5, 4, 4))
+    activations, video_bytes = vae_decode_bytes(vcfg, sched, bytes_per_value=4)
+    assert max(sizes) * 4 * _DECODE_LIVE_TENSORS == activations
+    assert video.numel() * 4 == video_bytes

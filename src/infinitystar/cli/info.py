@@ -8,13 +8,16 @@ import argparse
 def add_parser(sub) -> None:
     info = sub.add_parser("info", help="list model presets, resolutions, schedules")
     info.add_argument("--aspect-ratio", default="16:9", help="W:H, e.g. 16:9 (default), 1:1, 9:16")
+    info.add_argument(
+        "--vae-dtype", choices=("fp32", "bf16"), default="fp32", help="VAE precision the estimate counts (default fp32)"
+    )
     info.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from infinitystar import __version__
     from infinitystar.generation.memory import estimate_generation_memory, transformer_params
-    from infinitystar.models.config import PRESETS, get_preset
+    from infinitystar.models.config import PRESETS, VAEConfig, get_preset
     from infinitystar.models.transformer.block_runner import InferenceOptions
     from infinitystar.schedule import SCHEDULE_SPECS, build_schedule
     from infinitystar.sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
@@ -36,14 +39,17 @@ def run(args: argparse.Namespace) -> int:
     )
     big = get_preset("8b").transformer
     chunk = InferenceOptions().token_chunk  # the MLP runs over chunks of this many tokens by default
+    vae = dict(vae=VAEConfig(), vae_bytes_per_value=4 if args.vae_dtype == "fp32" else 2)
     for res in RESOLUTIONS:
         for seconds in (0, 5, 10):
             frames = video_frames_for_duration(seconds)
             sched = build_schedule(h_div_w, res, latent_frames(frames))
             h, w = pixel_size(h_div_w, res)
             dur = "image" if seconds == 0 else f"{seconds} s"
-            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk).gib()
-            lean = estimate_generation_memory(big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk).gib()
+            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk, **vae).gib()
+            lean = estimate_generation_memory(
+                big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk, **vae
+            ).gib()
             print(
                 f"  {res:<10} {f'{h}x{w}':>10} {dur:>8} {frames:>6} {len(sched.scales):>6} "
                 f"{sched.num_steps:>5} {sched.num_step_tokens():>8}"
@@ -51,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
             )
     print(
         "\nMemory: analytic estimate for the 8B model in bf16 with guidance (weights, T5-XL, KV cache, largest"
-        f"\nblock activations with the MLP over chunks of {chunk} tokens; VAE decode not included), not a"
-        "\nmeasurement; 'offloaded' keeps T5 on the CPU."
+        f"\nblock activations with the MLP over chunks of {chunk} tokens; the VAE's weights and its chunked decode"
+        f"\nin {args.vae_dtype}, after the transformer's cache is freed), not a measurement; 'offloaded' keeps T5 on"
+        " the CPU."
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
     from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
