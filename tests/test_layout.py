@@ -164,7 +164,7 @@ def test_the_wheel_holds_every_subpackage_and_the_builtin_model(tmp_path):
     model (package data) generates an image."""
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, project / name)
     shutil.copytree(SRC.parent, project / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = tmp_path / "wheels"
@@ -174,9 +174,11 @@ def test_the_wheel_holds_every_subpackage_and_the_builtin_model(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for d in SRC.rglob("__init__.py"):
         assert str(d.relative_to(SRC.parent)) in names
-    for f in (SRC / "assets" / "default").rglob("*"):
+    for f in [*(SRC / "assets" / "default").rglob("*"), *(SRC / "recipes").glob("*.json")]:
         if f.is_file():
             assert str(f.relative_to(SRC.parent)) in names
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata and any(n.endswith("licenses/LICENSE") for n in names)
 
     target = tmp_path / "site"
     install = [
@@ -205,6 +207,8 @@ def test_the_wheel_holds_every_subpackage_and_the_builtin_model(tmp_path):
         "from infinitystar import InfinityStarPipeline\n"
         "pipe = InfinityStarPipeline.from_pretrained()\n"
         "out = pipe('a red circle on a black background', duration=0, seed=1, progress=False)\n"
+        "from infinitystar.recipes import recipe_path\n"
+        f"assert str(recipe_path('finetune_8b_480p')).startswith({str(target)!r})\n"
         "print(out.frames.shape)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}

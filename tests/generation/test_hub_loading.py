@@ -95,7 +95,7 @@ def test_train_init_by_repo_id_fetches_and_loads_the_transformer(offline, pipe, 
     from infinitystar.hub import resolve
     from infinitystar.train.transformer.module import load_init_state
 
-    assert main(["train", "--config", "recipes/tiny_cpu.json", "--init", OURS_ID, "--print-config"]) == 0
+    assert main(["train", "--recipe", "tiny_cpu", "--init", OURS_ID, "--print-config"]) == 0
     init = json.loads(capsys.readouterr().out)["model"]["init"]
     assert "models--someone--infinitystar-tiny/snapshots/" in init
     expected = pipe.transformer.state_dict()

@@ -12,7 +12,7 @@ from infinitystar.cli.train import resolve_config
 from infinitystar.config_dicts import apply_overrides, parse_override
 from infinitystar.train.transformer.config import TrainConfig
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "src" / "infinitystar" / "recipes"
 
 BASE = {"schedule": {"scales": [[1, 1], [2, 2]]}, "data": {"synthetic": {"latent_hw": [2, 2]}}}
 
@@ -127,3 +127,7 @@ def test_cli_print_config(capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["steps"] == 3 and printed["model"]["preset"] == "tiny"
     assert main(["train", "--config", str(RECIPES / "tiny_cpu.json"), "--set", "optim.nope=1"]) == 2
+    assert main(["train", "--recipe", "tiny_cpu", "--print-config", "--steps", "3"]) == 0  # the packaged copy
+    assert json.loads(capsys.readouterr().out) == printed
+    assert main(["train", "--recipe", "nope", "--print-config"]) == 2  # a packaged recipe by name, or a clear error
+    assert "unknown recipe 'nope'; packaged recipes: finetune_8b_480p, tiny_cpu" in capsys.readouterr().err

@@ -363,7 +363,7 @@ def test_tiny_recipe_through_the_cli(tmp_path):
 
     from infinitystar.cli import main
 
-    recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny_cpu.json"
+    recipe = Path(__file__).resolve().parents[2] / "src" / "infinitystar" / "recipes" / "tiny_cpu.json"
     out = tmp_path / "run"
     assert main(["train", "--config", str(recipe), "--out", str(out), "--steps", "2", "--no-progress"]) == 0
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2]

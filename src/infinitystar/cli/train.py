@@ -2,7 +2,7 @@
 
 Examples::
 
-    infinitystar train --config recipes/tiny_cpu.json --out runs/tiny
+    infinitystar train --recipe tiny_cpu --out runs/tiny                   # a recipe shipped with the package
     infinitystar train --config recipe.json --resume                       # continue the newest checkpoint
     torchrun --nproc_per_node 8 -m infinitystar.cli train --config recipe.json --cache cache/480p \\
         --init infinitystar_8b_480p_weights --set sp_size=2
@@ -43,7 +43,11 @@ def add_parser(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="JSON recipe (TrainConfig); defaults for everything it does not set")
+    from infinitystar.recipes import recipe_names
+
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", help="JSON recipe (TrainConfig); defaults for everything it does not set")
+    source.add_argument("--recipe", help=f"a recipe shipped with the package: {', '.join(recipe_names())}")
     p.add_argument("--steps", type=int, help="total optimizer steps")
     p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
     p.add_argument("--out", help="run folder: config, checkpoints, metrics.jsonl, final model")
@@ -89,7 +93,12 @@ def resolve_config(args: argparse.Namespace):
     for item in args.set:
         key, value = parse_override(item)
         overrides[key] = value
-    return TrainConfig.load(args.config, overrides)
+    config = args.config
+    if getattr(args, "recipe", None):
+        from infinitystar.recipes import recipe_path
+
+        config = recipe_path(args.recipe)
+    return TrainConfig.load(config, overrides)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,9 +9,9 @@ import argparse
 
 EPILOG = """\
 examples:
-  infinitystar train-tokenizer --config recipes/tokenizer_tiny_cpu.json --stage continuous --out runs/vae
-  infinitystar train-tokenizer --config recipes/tokenizer_tiny_cpu.json --stage quantized --init runs/vae --out runs/tok
-  infinitystar train-tokenizer --config recipes/tokenizer_tiny_cpu.json --stage quantized --from-scratch --out runs/tok0
+  infinitystar train-tokenizer --recipe tokenizer_tiny_cpu --stage continuous --out runs/vae
+  infinitystar train-tokenizer --recipe tokenizer_tiny_cpu --stage quantized --init runs/vae --out runs/tok
+  infinitystar train-tokenizer --recipe tokenizer_tiny_cpu --stage quantized --from-scratch --out runs/tok0
   infinitystar train-tokenizer ... --out runs/tok --resume          # continue an interrupted run exactly
   infinitystar train-tokenizer ... --set optim.lr=5e-5 --set data.frames=17   # any recipe value
 """
@@ -30,7 +30,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", required=True, help="JSON recipe (see recipes/tokenizer_tiny_cpu.json)")
+    from infinitystar.recipes import recipe_names
+
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="JSON recipe (e.g. a copy of the packaged tokenizer_tiny_cpu)")
+    source.add_argument("--recipe", help=f"a recipe shipped with the package: {', '.join(recipe_names())}")
     p.add_argument("--stage", choices=("continuous", "quantized"), help="overrides the recipe's stage")
     p.add_argument("--out", required=True, help="run folder")
     init = p.add_mutually_exclusive_group()
@@ -61,11 +65,13 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from infinitystar.config_dicts import apply_overrides, parse_override
+    from infinitystar.recipes import recipe_path
     from infinitystar.train.recipe import read_recipe
     from infinitystar.train.tokenizer.config import TokenizerTrainConfig
     from infinitystar.train.tokenizer.trainer import TokenizerTrainer
 
-    recipe = apply_overrides(read_recipe(args.config), dict(parse_override(item) for item in args.set))
+    config = recipe_path(args.recipe) if args.recipe else args.config
+    recipe = apply_overrides(read_recipe(config), dict(parse_override(item) for item in args.set))
     cfg = TokenizerTrainConfig.from_dict(recipe)
     changes = {}
     if args.stage is not None:

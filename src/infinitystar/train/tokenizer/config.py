@@ -1,6 +1,6 @@
 """The tokenizer training recipe: what to train (stage, freezing), on what data, with which losses.
 
-Frozen dataclasses, one per section of the JSON recipe (``recipes/tokenizer_tiny_cpu.json``):
+Frozen dataclasses, one per section of the JSON recipe (the packaged ``tokenizer_tiny_cpu`` recipe):
 :class:`DataConfig`, :class:`LossConfig`, :class:`QuantizerConfig`, :class:`OptimConfig` and the
 whole :class:`TokenizerTrainConfig`, which checks every value at construction so that a bad
 recipe fails before any weight is built, and loads from JSON through the package's one
