@@ -300,3 +300,29 @@ def test_text_encoder_width_must_match(pipe):
 
     with pytest.raises(ValueError, match="32-channel features"):
         InfinityStarPipeline(InfinityTransformer(narrow), pipe.vae, pipe.text_encoder)
+
+
+def test_vae_dtype_is_fp32_by_default_as_the_original(released):
+    """The original runs the VAE in fp32 (``vae.float()``) whatever the transformer's dtype; bf16 is opt-in."""
+    p = InfinityStarPipeline.from_pretrained(released, config=TINY_PIPELINE, dtype="bf16")
+    assert p.vae.proj_up.weight.dtype == torch.float32
+    assert p.transformer.blocks[0].attn.q_proj.weight.dtype == torch.bfloat16
+    half = InfinityStarPipeline.from_pretrained(released, config=TINY_PIPELINE, vae_dtype="bf16")
+    assert half.vae.proj_up.weight.dtype == torch.bfloat16
+    assert half("a cat", seed=0, progress=False).frames.shape == (17, 128, 128, 3)
+    with pytest.raises(ValueError, match="unsupported VAE dtype 'fp16'; accepted: fp32, bf16"):
+        InfinityStarPipeline.from_pretrained(released, vae_dtype="fp16")
+
+
+def test_a_transformer_file_is_not_a_model_folder(released, tmp_path):
+    from infinitystar.models.transformer.checkpoint import to_original_state_dict
+
+    pth = tmp_path / "global_step_3.pth"
+    p = InfinityStarPipeline.from_pretrained(released, config=TINY_PIPELINE)
+    torch.save({"trainer": {"gpt_fsdp": to_original_state_dict(p.transformer)}}, pth)
+    with pytest.raises(CheckpointError, match="holds only the transformer: pass the model folder"):
+        InfinityStarPipeline.from_pretrained(pth)
+    tuned = InfinityStarPipeline.from_pretrained(released, config=TINY_PIPELINE, transformer_weights=pth)
+    np.testing.assert_array_equal(
+        tuned("a cat", seed=4, progress=False).frames, p("a cat", seed=4, progress=False).frames
+    )

@@ -32,6 +32,18 @@ def _onednn_conv_available() -> bool:
 _ONEDNN_CONV = _onednn_conv_available()
 
 
+def _onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions on this CPU (it needs AVX512-BF16 class instructions; elsewhere it
+    raises, and ``F.conv3d``'s own bf16 path is used)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16) if _onednn_bf16() else (torch.float32,)
+
+
 def _conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int, int]) -> Tensor:
     """``F.conv3d`` (stride 1), but on CPU inference always through oneDNN.
 
@@ -43,7 +55,7 @@ def _conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, 
         _ONEDNN_CONV
         and torch.backends.mkldnn.enabled
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dtype in _ONEDNN_DTYPES
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [1, 1, 1], [1, 1, 1], 1)
