@@ -62,3 +62,13 @@ def test_summary_table_has_one_row_per_run_with_its_command(runs):
     assert len(out) == 2 + 2
     assert "`python bench/bench_generate.py --model tiny`" in out[2]
     assert "`python bench/bench_generate.py --model builtin --token-chunk 64 --mode i2v`" in out[3]
+
+
+def test_convert_bench_prints_its_row_and_cleans_up(tmp_path):
+    """A small synthetic checkpoint (2 blocks x 2048, about 0.5 GB): one row, output about half the source, the work
+    folder deleted afterwards."""
+    out = _run("bench_convert.py", "--gb", "0.2", "--shards", "2", "--dir", str(tmp_path / "work"))
+    row = out.strip().splitlines()[-1].split("|")[1:-1]
+    source, output = float(row[0].split()[0]), float(row[4].split()[0])
+    assert row[1].strip() == "2" and 0.45 < output / source < 0.55
+    assert not (tmp_path / "work").exists()

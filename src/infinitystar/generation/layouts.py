@@ -44,8 +44,8 @@ from infinitystar.text.loading import load_text_encoder
 #: where the built-in default model lives inside the package (trained by the project); found through the
 #: package's resources, so it follows the package wherever it is installed
 BUILTIN_MODEL_DIR = Path(str(importlib.resources.files("infinitystar").joinpath("assets", "default")))
-#: the layouts' file names live in :mod:`infinitystar.hub` (the trainer needs them too); named here for callers
-__all__ = ["BUILTIN_MODEL_DIR", "MODEL_INDEX", "RELEASED_WEIGHTS", "RELEASED_VAE", "RELEASED_T5", "Components"]
+# the layouts' file names (MODEL_INDEX, RELEASED_*) live in infinitystar.hub (the trainer needs them too) and are
+# imported here for the callers that have always found them in this module
 
 
 class BuiltinModelMissing(FileNotFoundError):
