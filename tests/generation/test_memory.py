@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from infinitystar.generation.memory import GIB, estimate_generation_memory, transformer_params
-from infinitystar.models.config import get_preset
+from infinitystar.generation.memory import (
+    GIB,
+    block_weight_bytes_estimate,
+    estimate_generation_memory,
+    fastest_fitting,
+    fits,
+    plan_settings,
+    transformer_params,
+)
+from infinitystar.models.config import VAEConfig, get_preset
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import build_schedule
 from infinitystar.sizes import latent_frames
@@ -33,3 +41,42 @@ def test_estimate_grows_with_resolution_and_length_and_shrinks_with_offload_and_
     # the image's largest scale (1x30x53, which it attends to): 2 rows x 36 layers x K,V x 1024 wide x bf16
     expected = (512 + 20 * 30 * 53 + 30 * 53) * 2 * 1024 * 2 * 36 * 2
     assert abs(e480_10.kv_cache - expected) / expected < 1e-9
+
+
+def test_quantized_and_offloaded_weights():
+    cfg = get_preset("8b").transformer
+    sched = build_schedule(9 / 16, "720p", latent_frames(81))
+    full = estimate_generation_memory(cfg, sched)
+    int8 = estimate_generation_memory(cfg, sched, quantize="int8")
+    blocks = estimate_generation_memory(cfg, sched, offload_blocks=True)
+    one_block = block_weight_bytes_estimate(cfg, 2)
+    assert 0.49 < int8.weights / full.weights < 0.52  # bf16 -> 1 byte per weight, embeddings and heads fp32
+    assert 2 * one_block < blocks.weights < 2.1 * one_block  # two blocks resident + the fp32 outer layers
+    assert int8.kv_cache == full.kv_cache and int8.activations == full.activations
+    with_vae = estimate_generation_memory(cfg, sched, vae=VAEConfig())
+    assert with_vae.vae > 0 and with_vae.decode > 0
+    expected = with_vae.weights + with_vae.text_encoder + with_vae.vae
+    expected += max(with_vae.kv_cache + with_vae.activations, with_vae.decode)
+    assert abs(with_vae.total - expected) < 1
+
+
+def test_the_estimate_counts_quantized_blocks_as_torchao_stores_them():
+    """fp32 tiny preset: the estimate of an int8 block equals the bytes torchao's tensors hold."""
+    from infinitystar.models.transformer.quantize import block_weight_bytes, quantize_transformer
+
+    cfg = get_preset("tiny").transformer
+    model = quantize_transformer(InfinityTransformer(cfg), "int8")
+    assert block_weight_bytes(model) == cfg.depth * block_weight_bytes_estimate(cfg, 4, "int8")
+
+
+def test_plan_orders_every_setting_and_picks_the_fastest_that_fits():
+    cfg = get_preset("8b").transformer
+    sched = build_schedule(9 / 16, "720p", latent_frames(81))
+    rows = plan_settings(cfg, sched, VAEConfig(), mlp_chunk_tokens=8192)
+    assert len(rows) == 36 and len({r.flags() for r in rows}) == 36
+    assert rows[0].flags() == "--dtype bf16" and rows[-1].dtype == "fp32"
+    assert fastest_fitting(rows, 80).flags() == "--dtype bf16"
+    assert fastest_fitting(rows, 24).flags() == "--dtype bf16 --quantize int8"  # 26 GiB in bf16 does not fit
+    small = fastest_fitting(rows, 12)
+    assert small.offload in ("blocks", "all") and fits(small, 12)
+    assert fastest_fitting(rows, 2) is None

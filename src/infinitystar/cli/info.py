@@ -6,15 +6,31 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    info = sub.add_parser("info", help="list model presets, resolutions, schedules")
+    info = sub.add_parser(
+        "info",
+        help="list model presets, resolutions, schedules; plan the GPU memory of a generation",
+        description="Without options: presets, resolutions and schedules. With --resolution, --duration or "
+        "--gpu-memory: the 8B model's estimated GPU memory for every dtype / --quantize / --offload setting, and the "
+        "fastest setting that fits the card.",
+    )
     info.add_argument("--aspect-ratio", default="16:9", help="W:H, e.g. 16:9 (default), 1:1, 9:16")
+    plan = info.add_argument_group("memory plan (8B model, estimates)")
+    plan.add_argument("--resolution", help="480p or 720p (default 720p when planning)")
+    plan.add_argument("--duration", type=float, help="seconds of video, 0 = an image (default 5 when planning)")
+    plan.add_argument("--gpu-memory", type=float, help="GiB of the card: name the fastest setting that fits")
+    plan.add_argument("--token-chunk", type=int, default=8192, help="tokens per block chunk (0 = whole scales)")
+    plan.add_argument("--no-guidance", action="store_true", help="one row instead of two (guidance off)")
     info.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resolution is not None or args.duration is not None or args.gpu_memory is not None:
+        from infinitystar.cli.memory_plan import print_plan
+
+        return print_plan(args)
     from infinitystar import __version__
     from infinitystar.generation.memory import estimate_generation_memory, transformer_params
-    from infinitystar.models.config import PRESETS, get_preset
+    from infinitystar.models.config import PRESETS, VAEConfig, get_preset
     from infinitystar.models.transformer.block_runner import InferenceOptions
     from infinitystar.schedule import SCHEDULE_SPECS, build_schedule
     from infinitystar.sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
@@ -35,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         f"  {'8B GPU memory (estimate)':>24}"
     )
     big = get_preset("8b").transformer
+    vae = VAEConfig()  # the released VAE
     chunk = InferenceOptions().token_chunk  # the MLP runs over chunks of this many tokens by default
     for res in RESOLUTIONS:
         for seconds in (0, 5, 10):
@@ -42,8 +59,10 @@ def run(args: argparse.Namespace) -> int:
             sched = build_schedule(h_div_w, res, latent_frames(frames))
             h, w = pixel_size(h_div_w, res)
             dur = "image" if seconds == 0 else f"{seconds} s"
-            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk).gib()
-            lean = estimate_generation_memory(big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk).gib()
+            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk, vae=vae).gib()
+            lean = estimate_generation_memory(
+                big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk, vae=vae
+            ).gib()
             print(
                 f"  {res:<10} {f'{h}x{w}':>10} {dur:>8} {frames:>6} {len(sched.scales):>6} "
                 f"{sched.num_steps:>5} {sched.num_step_tokens():>8}"
@@ -51,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
             )
     print(
         "\nMemory: analytic estimate for the 8B model in bf16 with guidance (weights, T5-XL, KV cache, largest"
-        f"\nblock activations with the MLP over chunks of {chunk} tokens; VAE decode not included), not a"
-        "\nmeasurement; 'offloaded' keeps T5 on the CPU."
+        f"\nblock activations with the MLP over chunks of {chunk} tokens, VAE weights and decode), not a"
+        "\nmeasurement; 'offloaded' keeps T5 on the CPU. Every setting (--quantize, --offload blocks):"
+        "\ninfinitystar info --resolution 720p --duration 5 [--gpu-memory 24]"
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
     from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, MODEL_INDEX

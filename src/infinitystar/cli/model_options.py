@@ -10,17 +10,32 @@ from __future__ import annotations
 import argparse
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
+QUANTIZE_CHOICES = ("int8", "fp8")  # infinitystar.models.transformer.quantize.QUANTIZE_MODES (kept light here)
+OFFLOAD_CHOICES = ("none", "text", "blocks", "all")  # infinitystar.generation.placement.OFFLOAD_MODES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) -> None:
-    """``--checkpoint``, ``--resolution``, ``--device``, ``--dtype``, ``--offload`` and, with ``speed``, the speed and
-    memory group (``--compile``, ``--token-chunk``)."""
+    """``--checkpoint``, ``--resolution``, ``--device``, ``--dtype``, ``--quantize``, ``--offload`` and, with ``speed``,
+    the speed and memory group (``--compile``, ``--token-chunk``)."""
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
     group.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
     group.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--dtype", choices=DTYPE_CHOICES, help="transformer dtype (default bf16 on GPU, fp32 on CPU)")
-    group.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    group.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        help="weight-only 8-bit transformer blocks (torchao: pip install 'infinitystar[quant]'); int8 on CPU and "
+        "CUDA, fp8 on GPUs of compute capability 8.9+",
+    )
+    group.add_argument(
+        "--offload",
+        nargs="?",
+        const="text",
+        choices=OFFLOAD_CHOICES,
+        help="keep on the CPU: text (the text encoder between prompts; the default of a bare --offload), blocks "
+        "(the transformer blocks, each streamed to the GPU for its turn), all (both)",
+    )
     if speed:
         add_speed_arguments(parser)
 
@@ -56,7 +71,8 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
         device=device if device is not None else args.device,
         dtype=args.dtype,
         resolution=args.resolution,
-        offload_text_encoder=getattr(args, "offload", False),
+        quantize=getattr(args, "quantize", None),
+        offload=getattr(args, "offload", None),
     )
     if getattr(args, "token_chunk", None) is not None:
         pipe.transformer.inference.token_chunk = args.token_chunk or None

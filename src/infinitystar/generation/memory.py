@@ -1,18 +1,24 @@
-"""Analytic estimate of the GPU memory a generation needs (what ``infinitystar info`` prints).
+"""Analytic estimate of the GPU memory a generation needs, and the planner over dtype / quantize / offload that
+``infinitystar info`` prints.
 
-An estimate from shapes, not a measurement: it counts the transformer's weights, the text
-encoder, the KV cache this implementation keeps (the text plus the last repetition of every
-scale a later scale attends to, see :class:`~infinitystar.models.transformer.model.KVCache`) and the largest
-activations of one block at the largest step. It leaves out the VAE decode (chunked, bounded by
-two latent frames at a time) and the allocator's fragmentation. ``bench/`` measures the real
-peak on a GPU; this is for planning (which card fits which resolution).
+An estimate from shapes, not a measurement. It counts what lives on the device in each of the two phases and takes
+the larger: the transformer phase (the weights on the device: every block, or with block offload the two that are
+resident at a time, quantized blocks at one byte per weight plus per-row scales; the embeddings and heads in fp32;
+the text encoder unless offloaded; the VAE's weights; the KV cache this implementation keeps, see
+:class:`~infinitystar.models.transformer.attention.KVCache`; the largest activations of one block at the largest
+step) and the VAE decode (the same resident weights, no cache, and the decoder's activations at full resolution for
+one chunk of two latent frames, in the VAE's dtype, plus the decoded video). It leaves out the allocator's
+fragmentation and CUDA's own context. ``bench/`` measures the real peak on a GPU; this is for planning (which card
+fits which setting).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
-from infinitystar.models.config import TransformerConfig
+from infinitystar.models.config import TransformerConfig, VAEConfig
 from infinitystar.schedule import Schedule
 
 #: parameters of the Flan-T5-XL encoder the released models use
@@ -20,16 +26,26 @@ T5_XL_ENCODER_PARAMS = 1.22e9
 GIB = 1024**3
 
 
+#: bytes per value of the dtypes the planner considers
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+#: the VAE's live full-resolution tensors during its decode (input, normalised, conv input with its causal pad,
+#: conv output of the last ResNet block)
+VAE_LIVE_TENSORS = 4
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
-    weights: float  #: transformer weights (bytes)
+    weights: float  #: transformer weights on the device (bytes): all, or the two resident blocks when offloaded
     text_encoder: float  #: T5 in fp16 (0 when offloaded)
     kv_cache: float  #: peak cached keys and values
     activations: float  #: largest live activations of one block
-    total: float
+    vae: float = 0.0  #: the VAE's weights (0 when no VAE config was given)
+    decode: float = 0.0  #: the VAE decode's activations and the decoded video
+    total: float = 0.0  #: the peak: the larger of the transformer phase and the decode phase
 
     def gib(self) -> dict[str, float]:
-        return {k: getattr(self, k) / GIB for k in ("weights", "text_encoder", "kv_cache", "activations", "total")}
+        keys = ("weights", "text_encoder", "kv_cache", "activations", "vae", "decode", "total")
+        return {k: getattr(self, k) / GIB for k in keys}
 
 
 def block_matmul_params(cfg: TransformerConfig) -> int:
@@ -48,6 +64,39 @@ def transformer_params(cfg: TransformerConfig) -> int:
     return block * cfg.depth + outer
 
 
+def block_weight_bytes_estimate(cfg: TransformerConfig, bytes_per_value: int, quantize: str | None = None) -> float:
+    """One block's weights: matrices at ``bytes_per_value`` or, quantized (int8 / fp8), one byte per weight plus a
+    scale (4 bytes) and a zero point (1 byte) per output row; the four norms at ``bytes_per_value``."""
+    c, hd = cfg.embed_dim, cfg.head_dim
+    norms = (2 * c + 2 * hd) * bytes_per_value
+    if quantize is None:
+        return block_matmul_params(cfg) * bytes_per_value + norms
+    rows = cfg.num_heads * hd + 2 * cfg.num_kv_heads * hd + c + 2 * cfg.mlp_hidden + c
+    return block_matmul_params(cfg) + rows * 5 + norms
+
+
+@functools.lru_cache(maxsize=8)
+def vae_params(vae: VAEConfig) -> int:
+    """Parameters of the VAE (built once per config on the meta device: nothing is allocated)."""
+    import torch
+
+    from infinitystar.models.vae.model import VideoVAE
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in VideoVAE(vae).parameters())
+
+
+def decode_bytes(vae: VAEConfig, schedule: Schedule, bytes_per_value: int, chunk_latents: int = 2) -> float:
+    """The VAE decode's peak activations: the last decoder stage (``block_out_channels[0]`` wide at full resolution)
+    over the first chunk's frames (1 + 4 x ``chunk_latents``), :data:`VAE_LIVE_TENSORS` of them, plus the decoded
+    video in the VAE's dtype and as fp32."""
+    h, w = schedule.pixel_hw
+    frames = 1 + 4 * chunk_latents
+    live = VAE_LIVE_TENSORS * vae.block_out_channels[0] * frames * h * w * bytes_per_value
+    video = 3 * (1 + 4 * (schedule.num_latent_frames - 1)) * h * w * (bytes_per_value + 4)
+    return live + video
+
+
 def estimate_generation_memory(
     cfg: TransformerConfig,
     schedule: Schedule,
@@ -58,16 +107,23 @@ def estimate_generation_memory(
     text_encoder_params: float = T5_XL_ENCODER_PARAMS,
     offload_text_encoder: bool = False,
     mlp_chunk_tokens: int | None = None,
+    quantize: str | None = None,
+    offload_blocks: bool = False,
+    vae: VAEConfig | None = None,
 ) -> MemoryEstimate:
     """Peak memory of one window's generation, in bytes (bf16 weights and activations by default).
 
     ``mlp_chunk_tokens``: if the MLP runs over chunks of this many tokens, its hidden activations
-    are bounded by the chunk instead of the whole scale.
+    are bounded by the chunk instead of the whole scale. ``quantize`` ('int8' / 'fp8'): the blocks' matrices in
+    8 bits. ``offload_blocks``: only two blocks on the device at a time. ``vae``: count the VAE's weights and
+    decode (in ``bytes_per_value``, the VAE's dtype).
     """
     rows = 2 if guidance else 1
     b = bytes_per_value
     c, kvw, h = cfg.embed_dim, cfg.num_kv_heads * cfg.head_dim, cfg.mlp_hidden
-    weights = transformer_params(cfg) * b
+    block = block_weight_bytes_estimate(cfg, b, quantize)
+    outer = (transformer_params(cfg) - cfg.depth * (block_matmul_params(cfg) + 2 * c + 2 * cfg.head_dim)) * 4  # fp32
+    weights = block * (min(2, cfg.depth) if offload_blocks else cfg.depth) + outer
     text = 0.0 if offload_text_encoder else text_encoder_params * 2
     per_token_kv = 2 * kvw * b * cfg.depth * rows  # K and V of every layer
     users = [schedule.last_user(s.index) for s in schedule.scales]
@@ -83,5 +139,80 @@ def estimate_generation_memory(
     attention = n * (4 * c + 2 * kvw) * b  # residual, normed input, q, attention output + this layer's k, v
     mlp = n * 2 * c * b + mlp_tokens * 4 * h * b  # residual, normed input + gate, up, silu(gate), product
     activations = max(attention, mlp)
-    total = weights + text + peak_kv + activations
-    return MemoryEstimate(weights, text, peak_kv, activations, total)
+    vae_w = vae_params(vae) * b if vae is not None else 0.0
+    decode = decode_bytes(vae, schedule, b) if vae is not None else 0.0
+    resident = weights + text + vae_w
+    total = resident + max(peak_kv + activations, decode)
+    return MemoryEstimate(weights, text, peak_kv, activations, vae_w, decode, total)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the memory plan: a way to run and its estimate."""
+
+    dtype: str
+    quantize: str | None
+    offload: str
+    estimate: MemoryEstimate
+
+    def flags(self) -> str:
+        """The command-line flags of this setting."""
+        parts = [f"--dtype {self.dtype}"]
+        if self.quantize:
+            parts.append(f"--quantize {self.quantize}")
+        if self.offload != "none":
+            parts.append(f"--offload {self.offload}")
+        return " ".join(parts)
+
+    def speed_rank(self) -> tuple:
+        """Smaller is faster (an ordering, not a measurement, until the GPU suite times them): fp32 loses the bf16
+        tensor cores; streaming blocks adds copies the small scales cannot hide; weight-only quantization adds a
+        dequantization to every matrix product; text offload moves T5 once per prompt; fp16 and bf16 run alike and
+        int8 is preferred to fp8 only because it runs on every GPU."""
+        blocks = self.offload in ("blocks", "all")
+        text = self.offload in ("text", "all")
+        return (
+            self.dtype == "fp32",
+            blocks,
+            self.quantize is not None,
+            text,
+            self.dtype == "fp16",
+            self.quantize == "fp8",
+        )
+
+
+def plan_settings(cfg: TransformerConfig, schedule: Schedule, vae: VAEConfig | None = None, **kwargs) -> list[Setting]:
+    """Every combination of dtype (fp32, bf16, fp16), quantize (none, int8, fp8) and offload (none, text, blocks,
+    all) with its estimate, fastest first (:meth:`Setting.speed_rank`); ``kwargs`` go to
+    :func:`estimate_generation_memory` (``guidance``, ``mlp_chunk_tokens`` ...)."""
+    rows = []
+    for dtype, quantize, offload in itertools.product(DTYPE_BYTES, (None, "int8", "fp8"), _OFFLOADS):
+        est = estimate_generation_memory(
+            cfg,
+            schedule,
+            bytes_per_value=DTYPE_BYTES[dtype],
+            quantize=quantize,
+            offload_text_encoder=offload in ("text", "all"),
+            offload_blocks=offload in ("blocks", "all"),
+            vae=vae,
+            **kwargs,
+        )
+        rows.append(Setting(dtype, quantize, offload, est))
+    return sorted(rows, key=lambda r: r.speed_rank())
+
+
+#: GiB a card loses to the CUDA context and the allocator's fragmentation, kept free by the planner
+HEADROOM_GIB = 1.0
+
+
+def fits(setting: Setting, gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> bool:
+    """Whether the estimate plus ``headroom_gib`` fits a card of ``gpu_gib`` GiB."""
+    return setting.estimate.total + headroom_gib * GIB <= gpu_gib * GIB
+
+
+def fastest_fitting(settings: list[Setting], gpu_gib: float, headroom_gib: float = HEADROOM_GIB) -> Setting | None:
+    """The first (fastest) setting that :func:`fits` in ``gpu_gib`` GiB, or None."""
+    return next((s for s in settings if fits(s, gpu_gib, headroom_gib)), None)
+
+
+_OFFLOADS = ("none", "text", "blocks", "all")

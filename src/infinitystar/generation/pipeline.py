@@ -21,6 +21,7 @@ from infinitystar.generation.inputs import load_image_input, load_video_input
 from infinitystar.generation.layouts import Components, load_components, model_folder, save_own_layout
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
 from infinitystar.generation.output import GenerationResult
+from infinitystar.generation.placement import Placement, PlacementError, place_components
 from infinitystar.generation.plan import (
     PipelineConfig,
     Request,
@@ -34,6 +35,7 @@ from infinitystar.generation.plan import (
 from infinitystar.media import frames_to_uint8
 from infinitystar.models.quantizer import encode_pyramid
 from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.transformer.offload import offload_of
 from infinitystar.models.vae.model import VideoVAE
 from infinitystar.schedule import Schedule, build_schedule
 from infinitystar.sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
@@ -85,6 +87,8 @@ class InfinityStarPipeline:
         resolution: str | None = None,
         offload_text_encoder: bool = False,
         config: PipelineConfig | None = None,
+        quantize: str | None = None,
+        offload: str | None = None,
     ) -> InfinityStarPipeline:
         """Load a model folder; ``path=None`` loads the built-in default model.
 
@@ -93,22 +97,34 @@ class InfinityStarPipeline:
         ``text_encoder/flan-t5-xl-official/``, or one of the weights folders itself).
         ``resolution`` picks the 480p or 720p weights when both are present (default 720p).
         ``dtype``: the transformer's blocks (default bf16 on CUDA, fp32 on CPU; embeddings and
-        heads stay fp32). ``offload_text_encoder`` moves T5 to the CPU after each encoding.
+        heads stay fp32). ``quantize``: ``'int8'`` or ``'fp8'`` stores the blocks' linear weights in 8 bits
+        (weight-only, torchao). ``offload``: ``'text'`` moves T5 to the CPU after each encoding (as
+        ``offload_text_encoder=True``), ``'blocks'`` streams the transformer blocks from the CPU, ``'all'`` both.
         ``config`` overrides the generation settings the folder implies.
         """
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
-        parts = load_components(model_folder(path), device, dtype, resolution, config)
+        place = Placement.of(device, quantize, "text" if offload is None and offload_text_encoder else offload)
+        if offload_text_encoder and not place.offload_text:
+            raise PlacementError(f"offload_text_encoder=True contradicts offload={offload!r}; use offload='all'")
+        parts = load_components(model_folder(path), place.load_device, dtype, resolution, config)
+        place_components(parts, place)
         return cls(
-            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=offload_text_encoder
+            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=place.offload_text
         )
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write our layout (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``); ``dtype`` (e.g.
-        fp16) stores the floating-point weights in that type (loading casts them back)."""
+        fp16) stores the floating-point weights in that type (loading casts them back). A quantized transformer is
+        refused: save the full-precision pipeline and quantize when loading."""
         return save_own_layout(Components(self.transformer, self.vae, self.text_encoder, self.config), folder, dtype)
 
     def to(self, device: str | torch.device) -> InfinityStarPipeline:
+        if offload_of(self.transformer) is not None:
+            raise PlacementError(
+                f"this pipeline streams its transformer blocks to {self.device}; to run on {device}, load it again "
+                f"with device={str(device)!r}"
+            )
         self.transformer.to(device)
         self.vae.to(device)
         if not self.offload_text_encoder:
