@@ -62,3 +62,12 @@ def test_summary_table_has_one_row_per_run_with_its_command(runs):
     assert len(out) == 2 + 2
     assert "`python bench/bench_generate.py --model tiny`" in out[2]
     assert "`python bench/bench_generate.py --model builtin --token-chunk 64 --mode i2v`" in out[3]
+
+
+def test_quantize_bench_prints_the_logit_error_and_the_smaller_blocks():
+    out = _run("bench_quantize.py", "--model", "tiny", "--latent-frames", "2")
+    row = next(line for line in out.splitlines() if line.startswith("| tiny | int8 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    worst, mean, flipped = float(cells[3]), float(cells[4]), float(cells[5].rstrip("%"))
+    assert 0 < mean <= worst < 0.05 and 0 <= flipped < 5
+    assert "74% smaller" in cells[6]  # fp32 -> int8 with a scale and a zero point per row

@@ -91,7 +91,7 @@ def decode_bytes(vae: VAEConfig, schedule: Schedule, bytes_per_value: int, chunk
     over the first chunk's frames (1 + 4 x ``chunk_latents``), :data:`VAE_LIVE_TENSORS` of them, plus the decoded
     video in the VAE's dtype and as fp32."""
     h, w = schedule.pixel_hw
-    frames = 1 + 4 * chunk_latents
+    frames = 1 + 4 * min(chunk_latents, schedule.num_latent_frames - 1)  # an image decodes one frame
     live = VAE_LIVE_TENSORS * vae.block_out_channels[0] * frames * h * w * bytes_per_value
     video = 3 * (1 + 4 * (schedule.num_latent_frames - 1)) * h * w * (bytes_per_value + 4)
     return live + video
