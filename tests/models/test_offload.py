@@ -11,7 +11,8 @@ from infinitystar.models.config import get_preset
 from infinitystar.models.transformer.block_runner import BlockRunner, InferenceOptions
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.models.transformer.offload import enable_block_offload, offload_of
-from infinitystar.models.transformer.quantize import quantize_transformer, tensor_bytes
+from infinitystar.models.transformer.quantize import quantize_transformer
+from infinitystar.models.transformer.tensors import tensor_bytes
 from infinitystar.schedule import build_schedule
 
 

@@ -153,3 +153,14 @@ def test_refused_combinations(tmp_path):
     enable_block_offload(offloaded, "cpu")
     with pytest.raises(QuantizeError, match="before enabling block offload"):
         quantize_transformer(offloaded, "int8")
+
+
+def test_quantized_blocks_can_be_stored_elsewhere_through_their_inner_tensors():
+    """``store`` (block offload: quantize on the GPU, keep on the host) moves each quantized weight through its inner
+    tensors; the block computes the same."""
+    kept, stored = quantize_transformer(tiny(), "int8"), quantize_transformer(tiny(), "int8", "cpu", store="cpu")
+    x = torch.randn(2, 5, kept.cfg.embed_dim, generator=torch.Generator().manual_seed(0))
+    cos, sin = torch.ones(5, kept.cfg.head_dim // 2), torch.zeros(5, kept.cfg.head_dim // 2)
+    for a, b in zip(kept.blocks, stored.blocks):
+        assert all(type(p) is type(q) and not q.requires_grad for p, q in zip(a.parameters(), b.parameters()))
+        assert torch.equal(a(x, cos, sin, sdpa), b(x, cos, sin, sdpa))

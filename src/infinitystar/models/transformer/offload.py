@@ -16,34 +16,11 @@ bookkeeping runs with CPU-to-CPU copies and no streams (that is what the CPU tes
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
-
-def map_tensor(t: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``fn`` applied to a plain tensor, or to every inner tensor of a tensor subclass (torchao's quantized
-    weights), rebuilt as the same subclass."""
-    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-
-    if not is_traceable_wrapper_subclass(t):
-        return fn(t)
-    names, ctx = t.__tensor_flatten__()
-    inner = {n: None if getattr(t, n) is None else map_tensor(getattr(t, n), fn) for n in names}
-    return type(t).__tensor_unflatten__(inner, ctx, t.size(), t.stride())
-
-
-def leaves(t: torch.Tensor) -> list[torch.Tensor]:
-    """The plain tensors a (possibly subclass) tensor is made of, in a fixed order."""
-    found: list[torch.Tensor] = []
-
-    def keep(x: torch.Tensor) -> torch.Tensor:
-        found.append(x)
-        return x
-
-    map_tensor(t, keep)
-    return found
+from infinitystar.models.transformer.tensors import leaves, map_tensor, tensor_bytes
 
 
 def _params(block: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -95,8 +72,6 @@ class BlockOffload:
 
     def host_bytes(self) -> int:
         """Bytes of the blocks kept on the host."""
-        from infinitystar.models.transformer.quantize import tensor_bytes
-
         return sum(tensor_bytes(t) for ts in self._host.values() for t in ts)
 
     def _load(self, i: int) -> None:

@@ -20,6 +20,8 @@ import warnings
 import torch
 import torch.nn as nn
 
+from infinitystar.models.transformer.tensors import map_tensor, tensor_bytes
+
 #: accepted ``quantize=`` values (``None``: full precision)
 QUANTIZE_MODES = ("int8", "fp8")
 QUANT_EXTRA_HINT = "pip install 'infinitystar[quant]' (torchao)"
@@ -133,8 +135,11 @@ def quantize_transformer(
             if device is not None:
                 blk.to(device)
             tq.quantize_(blk, config, filter_fn=lambda m, _fqn: isinstance(m, nn.Linear))
-            if store is not None:
-                blk.to(store)
+            if store is not None:  # through the inner tensors: no reliance on the subclass's own .to()
+                for m in blk.modules():
+                    for name, p in m._parameters.items():
+                        if p is not None:
+                            m._parameters[name] = nn.Parameter(map_tensor(p.detach(), lambda t: t.to(store)), False)
     model.quantization = mode
     return model
 
@@ -152,16 +157,6 @@ def check_saveable(model: nn.Module) -> None:
             f"the transformer's blocks are quantized ({mode}); saving writes full-precision weights only: save the "
             f"model loaded without quantization and pass quantize={mode!r} when loading it"
         )
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    """Bytes a (possibly quantized) tensor holds: the sum of its inner tensors for torchao's subclasses."""
-    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-
-    if is_traceable_wrapper_subclass(t):
-        names, _ = t.__tensor_flatten__()
-        return sum(tensor_bytes(getattr(t, n)) for n in names if getattr(t, n) is not None)
-    return t.numel() * t.element_size()
 
 
 def block_weight_bytes(model: nn.Module) -> int:
