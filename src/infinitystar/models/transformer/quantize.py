@@ -141,6 +141,8 @@ def quantize_transformer(
                         if p is not None:
                             m._parameters[name] = nn.Parameter(map_tensor(p.detach(), lambda t: t.to(store)), False)
     model.quantization = mode
+    # torch.compile of torchao's tensors warns once that AOT autograd's cache cannot hash them: not actionable
+    warnings.filterwarnings("ignore", message=r".*does not implement _stable_hash_for_caching.*")
     return model
 
 
