@@ -1,6 +1,6 @@
 """Weight-only quantization of the transformer blocks (``--quantize int8|fp8``) through torchao.
 
-Only the blocks' linear layers are quantized (q/k/v/o projections and the SwiGLU's three matrices: 99.7% of the 8B
+Only the blocks' linear layers are quantized (q/k/v/o projections and the SwiGLU's three matrices: 99.9% of the 8B
 model's weights). Their weights are stored in 8 bits with one scale per output row and dequantized inside the matrix
 product; activations stay in the pipeline dtype. Everything whose precision the output depends on most stays as it is:
 the embeddings (``text_proj``, ``word_embed``), the learned null text ``cfg_uncond``, every RMSNorm and both fp32
