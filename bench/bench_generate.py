@@ -4,6 +4,8 @@
     python bench/bench_generate.py --model builtin --sampler bernoulli
     python bench/bench_generate.py --device cuda --model 8b --resolution 480p --duration 5
     python bench/bench_generate.py --device cuda --model 8b --resolution 720p --duration 5 --token-chunk 8192
+    python bench/bench_generate.py --device cuda --model 8b --resolution 720p --duration 5 --quantize int8
+    python bench/bench_generate.py --device cuda --model 8b --resolution 720p --duration 5 --offload-blocks
 
 ``--model``: ``builtin`` (the model shipped in the package) or a preset name (``tiny``, ``small``, ``8b``...)
 with random weights, built directly on the device in the run's dtype (no download: timing does not depend
@@ -35,8 +37,10 @@ import torch
 from _common import Clock, PeakMemory, materialise, matmul_rate, random_transformer
 from infinitystar.generation.flops import generation_flops
 from infinitystar.generation.pipeline import InfinityStarPipeline
+from infinitystar.generation.placement import Placement, place_transformer
 from infinitystar.generation.plan import PipelineConfig
 from infinitystar.models.config import VAEConfig, get_preset
+from infinitystar.models.transformer.quantize import block_weight_bytes
 from infinitystar.models.vae.model import VideoVAE
 from infinitystar.sizes import RESOLUTIONS
 from infinitystar.text.builtin import BuiltinTextEncoder
@@ -60,6 +64,8 @@ class RunSpec:
     mode: str = "t2v"  #: 't2v' or 'i2v' (a plain first frame forces the image pyramid)
     exact_forcing: bool = False  #: run forced steps too, as the original
     seed: int = 0
+    quantize: str | None = None  #: 'int8' / 'fp8': weight-only quantized blocks
+    offload_blocks: bool = False  #: blocks on the host, streamed to the device block by block
 
 
 class RandomT5(TextEncoder):
@@ -138,11 +144,17 @@ def _dtype(spec: RunSpec, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def _offload(spec: RunSpec) -> str:
+    return {(False, False): "none", (True, False): "text", (False, True): "blocks"}.get(
+        (spec.offload_text_encoder, spec.offload_blocks), "all"
+    )
+
+
 def build_pipeline(spec: RunSpec, device: torch.device) -> InfinityStarPipeline:
     dtype = _dtype(spec, device)
     if spec.model == "builtin":
         return InfinityStarPipeline.from_pretrained(
-            None, device=device, dtype=dtype, offload_text_encoder=spec.offload_text_encoder
+            None, device=device, dtype=dtype, quantize=spec.quantize, offload=_offload(spec)
         )
     preset = get_preset(spec.model)
     big = preset.vae is None  # the large presets use the released VAE
@@ -159,6 +171,7 @@ def build_pipeline(spec: RunSpec, device: torch.device) -> InfinityStarPipeline:
         guidance_scale=34.0 if released else 3.0,
     )
     transformer = random_transformer(spec.model, device, dtype)
+    place_transformer(transformer, Placement.of(device, spec.quantize, "blocks" if spec.offload_blocks else None))
     vae_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     vae = materialise(lambda: VideoVAE(preset.vae or VAEConfig()), device, vae_dtype)
     if spec.text == "t5-xl":
@@ -200,7 +213,8 @@ def run_one(spec: RunSpec) -> dict:
         frame[h // 4 : h // 2, w // 4 : w // 2] = (200, 40, 40)  # a red square on black
         kwargs["image"] = frame
     t_warm = time.perf_counter()
-    pipe(PROMPT, **{**kwargs, "duration": min(1, spec.duration or 1)})  # warm-up: a short video
+    warm_duration = 0 if spec.duration == 0 else min(1, spec.duration or 1)
+    pipe(PROMPT, **{**kwargs, "duration": warm_duration})  # warm-up: an image, or a short video
     warm = time.perf_counter() - t_warm
     timed.prefill, timed.steps = 0.0, {}
     measured_vae = MeasuredVAE(pipe.vae, memory)
@@ -229,6 +243,7 @@ def run_one(spec: RunSpec) -> dict:
     phases["other"] = t["total"] - sum(phases.values())
     dtype = _dtype(spec, device) if spec.model != "builtin" else next(timed.parameters()).dtype
     return {
+        "block_weight_bytes": block_weight_bytes(pipe.transformer._model),
         "spec": asdict(spec),
         "inference": options,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -277,7 +292,8 @@ def report(r: dict) -> None:
         f"\n## {s['model']} on {r['device_name']} ({r['threads']} threads, torch {r['torch']}), {r['dtype']}, "
         f"{r['frames'][2]}x{r['frames'][1]}, {r['frames'][0]} frames, {r['steps']} steps, "
         f"{r['tokens_per_row']} tokens x {r['rows']} rows, sampler {s['sampler']}, "
-        f"token_chunk {r['inference']['token_chunk']}, compile {s['compile']}, {s['mode']} "
+        f"token_chunk {r['inference']['token_chunk']}, compile {s['compile']}, {s['mode']}, "
+        f"quantize {s.get('quantize') or 'none'}, offload blocks {s.get('offload_blocks', False)} "
         f"({r['computed_steps']} steps computed{', exact forcing' if s['exact_forcing'] else ''})"
     )
     print("| phase | seconds | share | GFLOP | time / floor |")
@@ -293,7 +309,8 @@ def report(r: dict) -> None:
         f"{r['flops'] / 1e12:.3f} TFLOP; GEMM rate {rate / 1e12:.2f} TFLOP/s -> floor {floor_t:.3f} s, "
         f"transformer time / floor {r['transformer_s'] / floor_t:.1f}x; "
         f"peak memory {r['peak_memory_gib']:.2f} GiB ({r['peak_memory_kind']}: transformer phase "
-        f"{r['phase_peak_gib']['transformer']:.2f}, VAE decode {r['phase_peak_gib']['VAE decode']:.2f})"
+        f"{r['phase_peak_gib']['transformer']:.2f}, VAE decode {r['phase_peak_gib']['VAE decode']:.2f}); "
+        f"block weights {r['block_weight_bytes'] / 2**30:.3f} GiB"
     )
 
 
@@ -311,6 +328,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the blocks")
     ap.add_argument("--text", choices=("builtin", "t5-xl"), default=None, help="default: t5-xl on CUDA")
     ap.add_argument("--offload-text-encoder", action="store_true")
+    ap.add_argument("--quantize", choices=("int8", "fp8"), help="weight-only quantized blocks (torchao)")
+    ap.add_argument("--offload-blocks", action="store_true", help="blocks on the host, streamed block by block")
     ap.add_argument("--mode", choices=("t2v", "i2v"), default="t2v", help="i2v: a plain image forces the first frame")
     ap.add_argument("--exact-forcing", action="store_true", help="compute forced steps too (as the original)")
     ap.add_argument(
@@ -339,6 +358,8 @@ def main() -> None:
             args.offload_text_encoder,
             args.mode,
             args.exact_forcing,
+            quantize=args.quantize,
+            offload_blocks=args.offload_blocks,
         )
         r = _in_subprocess(spec, args.exact_cpu_memory)
         r["exact_cpu_memory"] = args.exact_cpu_memory

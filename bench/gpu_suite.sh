@@ -4,11 +4,12 @@
 #
 #   bash bench/gpu_suite.sh 480p [OUT_DIR]     # 8B, 480p 5 s: before/after each optimisation, I2V forcing
 #   bash bench/gpu_suite.sh 720p [OUT_DIR]     # 8B, 720p 5 s, eager and compiled; attention; the VAE
+#   bash bench/gpu_suite.sh memory [OUT_DIR]   # 8B, 720p 5 s: --quantize int8 / fp8, --offload blocks (+ int8)
 #
 # Every run appends its figures to OUT_DIR/generate.jsonl (default bench/results) and prints its table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?give 480p or 720p}
+part=${1:?give 480p, 720p or memory}
 out=${2:-${OUT:-bench/results}}
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -37,8 +38,16 @@ case $part in
     $py bench/bench_attention.py --device cuda 2>&1 | tee -a "$out/attention.log"
     $py bench/bench_vae.py --device cuda --widths full 2>&1 | tee -a "$out/vae.log"
     ;;
+memory)
+    run --resolution 720p --quantize int8
+    run --resolution 720p --offload-blocks
+    run --resolution 720p --quantize int8 --offload-blocks --offload-text-encoder
+    run --resolution 720p --quantize fp8                  # compute capability 8.9+ (H100 / H200)
+    $py bench/bench_quantize.py --device cuda --dtype bf16 --quantize int8 fp8 --model small 8b 2>&1 \
+        | tee -a "$out/quantize.log"
+    ;;
 *)
-    echo "unknown part $part: give 480p or 720p" >&2
+    echo "unknown part $part: give 480p, 720p or memory" >&2
     exit 2
     ;;
 esac

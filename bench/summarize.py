@@ -23,8 +23,10 @@ def command(r: dict) -> str:
         parts.append(f"--sampler {s['sampler']}")
     if s["mode"] != "t2v":
         parts.append(f"--mode {s['mode']}")
-    for key in ("compile", "exact_forcing", "offload_text_encoder"):
-        if s[key]:
+    if s.get("quantize"):
+        parts.append(f"--quantize {s['quantize']}")
+    for key in ("compile", "exact_forcing", "offload_text_encoder", "offload_blocks"):
+        if s.get(key):
             parts.append("--" + key.replace("_", "-"))
     if r.get("exact_cpu_memory"):
         parts.append("--exact-cpu-memory")
@@ -43,6 +45,10 @@ def row(r: dict) -> str:
         options.append(s["sampler"])
     if s["mode"] != "t2v":
         options.append(s["mode"] + (" (exact forcing)" if s["exact_forcing"] else ""))
+    if s.get("quantize"):
+        options.append(s["quantize"])
+    if s.get("offload_blocks"):
+        options.append("blocks offloaded")
     return (
         f"| {device} | {s['model']} ({r['dtype']}; {', '.join(options)}) | {w}x{h}, {frames} frames | "
         f"{r['total_s']:.2f} s (transformer {r['transformer_s']:.2f} s) | {r['transformer_s'] / floor:.1f}x | "

@@ -72,3 +72,12 @@ def test_convert_bench_prints_its_row_and_cleans_up(tmp_path):
     source, output = float(row[0].split()[0]), float(row[4].split()[0])
     assert row[1].strip() == "2" and 0.45 < output / source < 0.55
     assert not (tmp_path / "work").exists()
+
+
+def test_quantize_bench_prints_the_logit_error_and_the_smaller_blocks():
+    out = _run("bench_quantize.py", "--model", "tiny", "--latent-frames", "2")
+    row = next(line for line in out.splitlines() if line.startswith("| tiny | int8 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    worst, mean, flipped = float(cells[3]), float(cells[4]), float(cells[5].rstrip("%"))
+    assert 0 < mean <= worst < 0.05 and 0 <= flipped < 5
+    assert "74% smaller" in cells[6]  # fp32 -> int8 with a scale and a zero point per row

@@ -6,15 +6,31 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    info = sub.add_parser("info", help="list model presets, resolutions, schedules")
+    info = sub.add_parser(
+        "info",
+        help="list model presets, resolutions, schedules; plan the GPU memory of a generation",
+        description="Without options: presets, resolutions and schedules. With --resolution, --duration or "
+        "--gpu-memory: the 8B model's estimated GPU memory for every dtype / --quantize / --offload setting, and the "
+        "fastest setting that fits the card.",
+    )
     info.add_argument("--aspect-ratio", default="16:9", help="W:H, e.g. 16:9 (default), 1:1, 9:16")
     info.add_argument(
         "--vae-dtype", choices=("fp32", "bf16"), default="fp32", help="VAE precision the estimate counts (default fp32)"
     )
+    plan = info.add_argument_group("memory plan (8B model, estimates)")
+    plan.add_argument("--resolution", help="480p or 720p (default 720p when planning)")
+    plan.add_argument("--duration", type=float, help="seconds of video, 0 = an image (default 5 when planning)")
+    plan.add_argument("--gpu-memory", type=float, help="GiB of the card: name the fastest setting that fits")
+    plan.add_argument("--token-chunk", type=int, default=8192, help="tokens per block chunk (0 = whole scales)")
+    plan.add_argument("--no-guidance", action="store_true", help="one row instead of two (guidance off)")
     info.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.resolution is not None or args.duration is not None or args.gpu_memory is not None:
+        from infinitystar.cli.memory_plan import print_plan
+
+        return print_plan(args)
     from infinitystar import __version__
     from infinitystar.generation.memory import estimate_generation_memory, transformer_params
     from infinitystar.models.config import PRESETS, VAEConfig, get_preset
@@ -59,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         "\nMemory: analytic estimate for the 8B model in bf16 with guidance (weights, T5-XL, KV cache, largest"
         f"\nblock activations with the MLP over chunks of {chunk} tokens; the VAE's weights and its chunked decode"
         f"\nin {args.vae_dtype}, after the transformer's cache is freed), not a measurement; 'offloaded' keeps T5 on"
-        " the CPU."
+        "\nthe CPU. Every setting (--quantize, --offload blocks): infinitystar info --resolution 720p --duration 5"
+        " [--gpu-memory 24]"
     )
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
     from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, MODEL_INDEX

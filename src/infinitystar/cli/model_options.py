@@ -11,12 +11,14 @@ import argparse
 
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 VAE_DTYPE_CHOICES = ("fp32", "bf16")
+QUANTIZE_CHOICES = ("int8", "fp8")  # infinitystar.models.transformer.quantize.QUANTIZE_MODES (kept light here)
+OFFLOAD_CHOICES = ("none", "text", "blocks", "all")  # infinitystar.generation.placement.OFFLOAD_MODES
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) -> None:
     """``--checkpoint``, ``--transformer``, ``--resolution``, ``--device``, ``--dtype``, ``--vae-dtype``,
-    ``--offload``, the hub group (``--revision``, ``--cache-dir``, ``--local-files-only``) and, with ``speed``, the
-    speed and memory group (``--compile``, ``--token-chunk``)."""
+    ``--quantize``, ``--offload``, the hub group (``--revision``, ``--cache-dir``, ``--local-files-only``) and, with
+    ``speed``, the speed and memory group (``--compile``, ``--token-chunk``)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--checkpoint",
@@ -37,7 +39,20 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) 
         default="fp32",
         help="VAE dtype: fp32 (default, as the original) or bf16 (less memory at decode)",
     )
-    group.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    group.add_argument(
+        "--quantize",
+        choices=QUANTIZE_CHOICES,
+        help="weight-only 8-bit transformer blocks (torchao: pip install 'infinitystar[quant]'); int8 on CPU and "
+        "CUDA, fp8 on GPUs of compute capability 8.9+",
+    )
+    group.add_argument(
+        "--offload",
+        nargs="?",
+        const="text",
+        choices=OFFLOAD_CHOICES,
+        help="keep on the CPU: text (the text encoder between prompts; the default of a bare --offload), blocks "
+        "(the transformer blocks, each streamed to the GPU for its turn), all (both)",
+    )
     add_hub_arguments(parser)
     if speed:
         add_speed_arguments(parser)
@@ -95,7 +110,8 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
         device=device if device is not None else args.device,
         dtype=args.dtype,
         resolution=args.resolution,
-        offload_text_encoder=getattr(args, "offload", False),
+        quantize=getattr(args, "quantize", None),
+        offload=getattr(args, "offload", None),
         vae_dtype=getattr(args, "vae_dtype", "fp32"),
         transformer_weights=getattr(args, "transformer", None),
         revision=getattr(args, "revision", None),

@@ -37,6 +37,7 @@ from infinitystar.hub import (
 )
 from infinitystar.models.config import TransformerConfig, VAEConfig
 from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.transformer.quantize import check_saveable
 from infinitystar.models.vae.model import VideoVAE
 from infinitystar.text.encoders import TextEncoder
 from infinitystar.text.loading import load_text_encoder
@@ -217,6 +218,7 @@ def save_own_layout(parts: Components, folder: str | Path, dtype: torch.dtype | 
     from infinitystar.models.transformer.checkpoint import save_original_transformer
     from infinitystar.models.vae.checkpoint import save_vae_folder
 
+    check_saveable(parts.transformer)  # before anything is written
     folder = Path(folder)
     (folder / "transformer").mkdir(parents=True, exist_ok=True)
     save_original_transformer(parts.transformer, folder / "transformer", dtype=dtype)

@@ -27,6 +27,7 @@ from infinitystar.generation.layouts import (
 )
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
 from infinitystar.generation.output import GenerationResult
+from infinitystar.generation.placement import Placement, PlacementError, place_components
 from infinitystar.generation.plan import (
     PipelineConfig,
     Request,
@@ -41,6 +42,7 @@ from infinitystar.hub import HubOptions
 from infinitystar.media import frames_to_uint8
 from infinitystar.models.quantizer import encode_pyramid
 from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.transformer.offload import offload_of
 from infinitystar.models.vae.model import VideoVAE
 from infinitystar.schedule import Schedule, build_schedule
 from infinitystar.sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
@@ -92,6 +94,8 @@ class InfinityStarPipeline:
         resolution: str | None = None,
         offload_text_encoder: bool = False,
         config: PipelineConfig | None = None,
+        quantize: str | None = None,
+        offload: str | None = None,
         vae_dtype: str | torch.dtype = "fp32",
         transformer_weights: str | Path | None = None,
         revision: str | None = None,
@@ -109,33 +113,46 @@ class InfinityStarPipeline:
         ``resolution`` picks the 480p or 720p weights when both are present (default 720p).
         ``dtype``: the transformer's blocks (default bf16 on CUDA, fp32 on CPU; embeddings and
         heads stay fp32). ``vae_dtype``: the VAE's, fp32 (default, as the original) or bf16 (less memory at
-        decode, other pixels). ``offload_text_encoder`` moves T5 to the CPU after each encoding.
+        decode, other pixels). ``quantize``: ``'int8'`` or ``'fp8'`` stores the blocks' linear weights in 8 bits
+        (weight-only, torchao). ``offload``: ``'text'`` moves T5 to the CPU after each encoding (as
+        ``offload_text_encoder=True``), ``'blocks'`` streams the transformer blocks from the CPU, ``'all'`` both.
         ``config`` overrides the generation settings the folder implies. ``transformer_weights`` replaces the
         folder's transformer (a fine-tuned one: the original's ``global_step_N.pth``, safetensors).
+        ``revision`` / ``cache_dir`` / ``local_files_only``: for a Hugging Face repo id ``path``.
         """
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
         vae_dtype = parse_vae_dtype(vae_dtype)
+        place = Placement.of(device, quantize, "text" if offload is None and offload_text_encoder else offload)
+        if offload_text_encoder and not place.offload_text:
+            raise PlacementError(f"offload_text_encoder=True contradicts offload={offload!r}; use offload='all'")
         hub = HubOptions(revision, cache_dir, local_files_only)
         parts = load_components(
             model_folder(path, resolution, hub),
-            device,
+            place.load_device,
             dtype,
             resolution,
             config,
             vae_dtype=vae_dtype,
             transformer_weights=transformer_weights,
         )
+        place_components(parts, place)
         return cls(
-            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=offload_text_encoder
+            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=place.offload_text
         )
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write our layout (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``); ``dtype`` (e.g.
-        fp16) stores the floating-point weights in that type (loading casts them back)."""
+        fp16) stores the floating-point weights in that type (loading casts them back). A quantized transformer is
+        refused: save the full-precision pipeline and quantize when loading."""
         return save_own_layout(Components(self.transformer, self.vae, self.text_encoder, self.config), folder, dtype)
 
     def to(self, device: str | torch.device) -> InfinityStarPipeline:
+        if offload_of(self.transformer) is not None:
+            raise PlacementError(
+                f"this pipeline streams its transformer blocks to {self.device}; to run on {device}, load it again "
+                f"with device={str(device)!r}"
+            )
         self.transformer.to(device)
         self.vae.to(device)
         if not self.offload_text_encoder:

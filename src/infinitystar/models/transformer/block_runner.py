@@ -93,6 +93,25 @@ class BlockRunner:
             self._key = key
         return self._fns
 
+    def run_blocks(
+        self, options: InferenceOptions, blocks, x: torch.Tensor, cos, sin, attend_for: Callable, offload=None
+    ) -> torch.Tensor:
+        """Every block in turn on ``x [R, N, C]``, block ``i`` with ``attend_for(i)``. With ``offload`` (a
+        :class:`~infinitystar.models.transformer.offload.BlockOffload`) each block is brought to the device for its
+        turn and the next one prefetched; whatever happens, no block is left on the device afterwards."""
+        if offload is None:
+            for i, blk in enumerate(blocks):
+                x = self(options, blk, x, cos, sin, attend_for(i))
+            return x
+        try:
+            for i in range(len(blocks)):
+                blk = offload.enter(i)
+                x = self(options, blk, x, cos, sin, attend_for(i))
+                offload.leave(i)
+        finally:
+            offload.finish()
+        return x
+
     def __call__(
         self, options: InferenceOptions, blk, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend
     ) -> torch.Tensor:

@@ -26,6 +26,7 @@ from infinitystar.checkpoints import CheckpointError, check_coverage, read_safet
 from infinitystar.files import read_json, write_json
 from infinitystar.models.config import TransformerConfig
 from infinitystar.models.transformer.model import InfinityTransformer
+from infinitystar.models.transformer.quantize import check_saveable
 from infinitystar.models.transformer.sources import INDEX_NAME as INDEX_NAME  # re-exported: tests and callers
 from infinitystar.models.transformer.sources import SINGLE_NAME as SINGLE_NAME
 from infinitystar.models.transformer.sources import WeightSource, open_weights
@@ -241,6 +242,7 @@ def save_original_transformer(
     ``max_shard_bytes`` (a larger single tensor gets its own shard) plus
     ``model.safetensors.index.json``. Every file is written atomically. Returns the index path.
     """
+    check_saveable(model)
     folder = Path(folder)
     state = to_original_state_dict(model)
     if dtype is not None:

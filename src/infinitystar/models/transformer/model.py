@@ -111,6 +111,8 @@ class InfinityTransformer(nn.Module):
         #: how inference steps run (token chunks, torch.compile); change the fields freely
         self.inference = InferenceOptions()
         self._runner = BlockRunner()
+        self.offload = None  #: a BlockOffload when the blocks live on the host (``offload.enable_block_offload``)
+        self.quantization: str | None = None  #: 'int8' / 'fp8' once ``quantize.quantize_transformer`` ran
         if self.cfg_uncond.device.type != "meta":
             self.reset_parameters()
 
@@ -267,6 +269,10 @@ class InfinityTransformer(nn.Module):
     ) -> PackedLogits:
         """Rows ``[visual | text_b | zero padding]`` through every block under the sparse mask;
         final norm and both heads on the visual tokens."""
+        if self.offload is not None:
+            raise ValueError(
+                "block offload is for inference (prefill_text / step); training needs the blocks on the device"
+            )
         device = codes.device
         nvis = codes.shape[1]
         lengths = [t.shape[0] for t in texts]
@@ -367,8 +373,7 @@ class InfinityTransformer(nn.Module):
         x = self.embed_text(text.to(self.device))  # [R, L, C]
         cos, sin = self._rope(text_rope(n, self.cfg.head_dim, self.cfg.rope_theta), x.device)
         mask = cache.key_mask(n)
-        for i, blk in enumerate(self.blocks):
-            x = self._run_block(blk, x, cos, sin, self._text_attend(cache, i, mask))
+        self._run_blocks(x, cos, sin, lambda i: self._text_attend(cache, i, mask))
 
     @staticmethod
     def _text_attend(cache: KVCache, layer: int, mask: torch.Tensor | None) -> AttendFn:
@@ -404,16 +409,16 @@ class InfinityTransformer(nn.Module):
         )
         cos, sin = self._rope(rope, x.device)
         chunk = self.inference.token_chunk
-        for i, blk in enumerate(self.blocks):
-            attend = self._step_attend(cache, i, sc.ref_scales, sc.index if store else None, chunk)
-            x = self._run_block(blk, x, cos, sin, attend)
+        stored = sc.index if store else None
+        x = self._run_blocks(x, cos, sin, lambda i: self._step_attend(cache, i, sc.ref_scales, stored, chunk))
         if step.is_last_repetition:
             cache.free_unused(sc.index, finished=True)
         head = self.semantic_head if sc.semantic else self.detail_head
         return self._head(head, self.norm(x))
 
-    def _run_block(self, blk: Block, x: torch.Tensor, cos, sin, attend: AttendFn) -> torch.Tensor:
-        return self._runner(self.inference, blk, x, cos, sin, attend)
+    def _run_blocks(self, x: torch.Tensor, cos, sin, attend_for) -> torch.Tensor:
+        """Every block on ``x`` (``attend_for(i)``: block i's attention) under :attr:`inference` and :attr:`offload`."""
+        return self._runner.run_blocks(self.inference, self.blocks, x, cos, sin, attend_for, self.offload)
 
     @staticmethod
     def _step_attend(
