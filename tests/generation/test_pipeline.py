@@ -13,8 +13,8 @@ from infinitystar.checkpoints import CheckpointError
 from infinitystar.generation.layouts import MODEL_INDEX, BuiltinModelMissing
 from infinitystar.generation.naming import default_filename
 from infinitystar.generation.pipeline import InfinityStarPipeline
-from infinitystar.generation.settings import read_settings
 from infinitystar.generation.plan import PipelineConfig, Window, plan_windows, resolve_duration
+from infinitystar.generation.settings import read_settings
 from infinitystar.media import read_video, write_video
 from tests.helpers.pipeline import TINY_PIPELINE
 from tests.helpers.round_trip import psnr, round_trip

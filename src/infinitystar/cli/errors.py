@@ -52,8 +52,7 @@ def one_line_warnings() -> Iterator[None]:
         label = "warning" if issubclass(category, UserWarning) else category.__name__
         print(f"infinitystar: {label}: {text}", file=sys.stderr)
 
-    with warnings.catch_warnings():  # restores the filters and showwarning on the way out
-        warnings.simplefilter("default")
+    with warnings.catch_warnings():  # restores showwarning on the way out; the filters are left as they are
         warnings.showwarning = show
         yield
 

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--guidance-scale",
         type=float,
-        help=f"guidance strength >= 0, 1 = none (default: the model's, 34 for 8B; a warning above {GUIDANCE_WARN_ABOVE:g})",
+        help=f"guidance strength >= 0, 1 = none (default: the model's, 34 for 8B; a warning above "
+        f"{GUIDANCE_WARN_ABOVE:g})",
     )
     p.add_argument("--negative-prompt", help="what to steer away from (default: the learned null text)")
     p.add_argument(
@@ -70,7 +71,10 @@ def add_parser(sub) -> None:
     batch.add_argument("--prompts", help="prompt file: .jsonl, .json (list or VBench with refined prompts), .txt")
     batch.add_argument("--out-dir", help="folder for batch outputs (finished files are skipped on rerun)")
     batch.add_argument(
-        "--num-samples", type=count_arg, default=1, help="videos per prompt, also for one PROMPT (seeds seed, seed+1, ...)"
+        "--num-samples",
+        type=count_arg,
+        default=1,
+        help="videos per prompt, also for one PROMPT (seeds seed, seed+1, ...)",
     )
     p.set_defaults(func=run)
 

@@ -152,7 +152,9 @@ def plan_batch(args: argparse.Namespace, config, rank: int) -> tuple[list, list[
         if base is None:
             base = draw_seed()
             if rank == 0:
-                print(f"infinitystar: random base seed {base} (pass --seed {base} to repeat this batch)", file=sys.stderr)
+                print(
+                    f"infinitystar: random base seed {base} (pass --seed {base} to repeat this batch)", file=sys.stderr
+                )
     problems: list[str] = []
     items = read_prompt_file(args.prompts, num_samples=args.num_samples, seed=base, problems=problems)
     good = []

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from infinitystar.cli.arg_types import RESUME_FLAG_HELP, resume_arg
+
 #: flag -> dotted config path
 _FLAGS = {
     "steps": "steps",
@@ -45,7 +47,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, help="total optimizer steps")
     p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
     p.add_argument("--out", help="run folder: config, checkpoints, metrics.jsonl, final model")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        type=resume_arg,
+        metavar="latest|latest-valid|STEP",
+        help=RESUME_FLAG_HELP,
+    )
     p.add_argument("--init", help="initial weights: released-format checkpoint, trained-model folder or run folder")
     p.add_argument("--cache", help="latent cache folder written by `infinitystar extract` (data.cache)")
     p.add_argument("--device", help="auto, cpu or cuda")
@@ -76,7 +85,7 @@ def resolve_config(args: argparse.Namespace):
     if args.cache is not None:
         overrides["data.synthetic"] = None  # --cache replaces a synthetic data section
     if args.resume:
-        overrides["resume"] = True
+        overrides["resume"] = args.resume
     if args.no_progress:
         overrides["log.progress"] = False
     for item in args.set:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from infinitystar.cli.arg_types import RESUME_FLAG_HELP, resume_arg
+
 EPILOG = """\
 examples:
   infinitystar train-tokenizer --config recipes/tokenizer_tiny_cpu.json --stage continuous --out runs/vae
@@ -37,7 +39,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     init.add_argument("--init", help="VAE to start from: .safetensors / released .pth, or a run folder")
     init.add_argument("--from-scratch", action="store_true", help="quantized stage without inheritance")
     p.add_argument("--steps", type=int, help="total optimisation steps (overrides the recipe)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        type=resume_arg,
+        metavar="latest|latest-valid|STEP",
+        help=RESUME_FLAG_HELP,
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (overrides the recipe)")
     p.add_argument("--seed", type=int, help="overrides the recipe's seed")
     p.add_argument(

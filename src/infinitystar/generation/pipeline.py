@@ -22,7 +22,6 @@ from infinitystar.generation.inputs import load_image_input, load_video_input
 from infinitystar.generation.layouts import Components, load_components, model_folder, save_own_layout
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
 from infinitystar.generation.output import GenerationResult
-from infinitystar.generation.settings import settings_record
 from infinitystar.generation.plan import (
     PipelineConfig,
     Request,
@@ -34,6 +33,7 @@ from infinitystar.generation.plan import (
     sampling_options,
     window_prompts,
 )
+from infinitystar.generation.settings import settings_record
 from infinitystar.media import frames_to_uint8
 from infinitystar.models.quantizer import encode_pyramid
 from infinitystar.models.transformer.model import InfinityTransformer

@@ -80,9 +80,8 @@ def vbench_problems(record: dict[str, Any]) -> list[str]:
     problems = []
     for key in ("prompt_en", "refined_prompt"):
         value = record.get(key)
-        if key == "prompt_en" or value is not None:
-            if not isinstance(value, str) or not value.strip():
-                problems.append(f"'{key}' must be a non-empty string, got {_show(value)}")
+        if (key == "prompt_en" or value is not None) and (not isinstance(value, str) or not value.strip()):
+            problems.append(f"'{key}' must be a non-empty string, got {_show(value)}")
     return problems
 
 
@@ -97,7 +96,9 @@ def decode_lines(raw: bytes) -> list[tuple[int, str | None, str | None]]:
             out.append((i, line.decode("utf-8").rstrip("\r"), None))
         except UnicodeDecodeError as exc:
             byte = line[exc.start]
-            out.append((i, None, f"not UTF-8 text (byte 0x{byte:02x} at column {exc.start + 1}); save the file as UTF-8"))
+            out.append(
+                (i, None, f"not UTF-8 text (byte 0x{byte:02x} at column {exc.start + 1}); save the file as UTF-8")
+            )
     return out
 
 

@@ -123,8 +123,8 @@ def check_temperatures(values: Iterable[object], *, stacklevel: int = 2) -> tupl
     high = [v for v in out if v > TEMPERATURE_WARN_ABOVE]
     if high:
         warnings.warn(
-            f"temperature {high[0]:g} is above {TEMPERATURE_WARN_ABOVE:g}: the sampled bits approach coin flips, expect "
-            "noise (the released defaults are 1 for the image pyramid and 0.4 for video clips)",
+            f"temperature {high[0]:g} is above {TEMPERATURE_WARN_ABOVE:g}: the sampled bits approach coin flips, "
+            "expect noise (the released defaults are 1 for the image pyramid and 0.4 for video clips)",
             UserWarning,
             stacklevel=stacklevel + 1,
         )
