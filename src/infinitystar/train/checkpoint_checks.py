@@ -148,14 +148,14 @@ def choose_checkpoint(run_dir: str | os.PathLike, which: str | int) -> tuple[int
     return step, folder
 
 
-def set_aside_newer(run_dir: str | os.PathLike, step: int) -> list[Path]:
+def set_aside_newer(run_dir: str | os.PathLike, step: int, damaged: set[Path] = frozenset()) -> list[Path]:
     """Rename the checkpoints newer than ``step`` (the one a run resumed from) out of the way: ``.damaged`` when they
-    cannot be loaded, ``.superseded`` otherwise. Returns their new paths."""
+    cannot be loaded (``damaged``: known to fail loading), ``.superseded`` otherwise. Returns their new paths."""
     moved = []
     for newer_step, folder in list_checkpoints(run_dir):
         if newer_step <= step:
             continue
-        tag = "damaged" if checkpoint_problem(folder) is not None else "superseded"
+        tag = "damaged" if folder in damaged or checkpoint_problem(folder) is not None else "superseded"
         target = folder.with_name(f"{folder.name}.{tag}")
         n = 1
         while target.exists():
@@ -175,14 +175,22 @@ def resume_from(run_dir: str | os.PathLike, state: dict, which: str | int | bool
     if chosen is None:
         return None
     step, folder = chosen
-    try:
-        load_checkpoint(folder, state)
-    except CheckpointError as exc:
-        raise CheckpointError(damaged_message(folder, step, str(exc), Path(run_dir))) from None
+    failed: set[Path] = set()
+    while True:
+        try:
+            load_checkpoint(folder, state)  # every entry of ``state`` is set, so a failed attempt leaves no trace
+            break
+        except CheckpointError as exc:
+            older = _intact_older(list_checkpoints(run_dir), step) if parse_resume(which) == LATEST_VALID else None
+            if older is None:
+                raise CheckpointError(damaged_message(folder, step, str(exc), Path(run_dir))) from None
+            warnings.warn(f"skipping checkpoint {folder} (step {step}): {exc}", UserWarning, stacklevel=2)
+            failed.add(folder)
+            step, folder = older
     if barrier is not None:
         barrier()
     if is_main:
-        moved = set_aside_newer(run_dir, step)
+        moved = set_aside_newer(run_dir, step, failed)
         if moved:
             names = ", ".join(p.name for p in moved)
             warnings.warn(f"resumed from step {step}; the newer checkpoints are kept aside as {names}", stacklevel=2)

@@ -223,7 +223,10 @@ def short_reason(exc: BaseException) -> str:
         first = next(iter(failures.values()))
         exc = first[0] if isinstance(first, tuple) else first
     lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1].strip()}" if lines else type(exc).__name__
+    if not lines:
+        return type(exc).__name__
+    last = "".join(ch if ch.isprintable() else "?" for ch in lines[-1].strip())  # garbage bytes quoted by a decoder
+    return f"{type(exc).__name__}: {last if len(last) <= 200 else last[:197] + '...'}"
 
 
 def load_latest_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> int | None:
