@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics, clip_model=args.clip_model, fvd_ready=args.i3d is not None)
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    args.resume_hint = "finished outputs are kept: rerun the same command to continue"
     if args.seed == -1:
         args.seed = draw_seed()
         print(f"infinitystar: random base seed {args.seed} (pass --seed {args.seed} to repeat)", file=sys.stderr)

@@ -68,7 +68,11 @@ def add_parser(sub) -> None:
     p.add_argument("--rewrite-model", default="gpt-4o", help="model name for --rewrite-url")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     batch = p.add_argument_group("batch generation")
-    batch.add_argument("--prompts", help="prompt file: .jsonl, .json (list or VBench with refined prompts), .txt")
+    batch.add_argument(
+        "--prompts",
+        help="prompt file (UTF-8): .jsonl, .json (list or VBench with refined prompts), .txt; every bad item is "
+        "reported with its line before anything runs, the others are generated (exit status 1 if any failed)",
+    )
     batch.add_argument("--out-dir", help="folder for batch outputs (finished files are skipped on rerun)")
     batch.add_argument(
         "--num-samples",

@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import gc
     import json
 
+    args.resume_hint = "the checkpoints written so far are kept: add --resume to continue from the newest"
     cfg = resolve_config(args)
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))

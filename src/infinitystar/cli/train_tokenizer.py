@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from infinitystar.train.tokenizer.config import TokenizerTrainConfig
     from infinitystar.train.tokenizer.trainer import TokenizerTrainer
 
+    args.resume_hint = "the checkpoints written so far are kept: add --resume to continue from the newest"
     recipe = apply_overrides(read_recipe(args.config), dict(parse_override(item) for item in args.set))
     cfg = TokenizerTrainConfig.from_dict(recipe)
     changes = {}
