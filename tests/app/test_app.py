@@ -288,6 +288,9 @@ def test_serve_without_a_builtin_model_exits_with_the_pipelines_message(tmp_path
     assert "checkpoint folder not found" in capsys.readouterr().err
     assert main(["serve", "--max-upload-mb", "0"]) == 2  # checked before the model loads
     assert "max_upload_mb must be a positive number" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    assert main(["serve", "--output-dir", str(tmp_path / "a_file")]) == 2  # also before the model loads
+    assert "--output-dir" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the demo extra were not installed
     assert main(["serve"]) == 2
     assert "pip install 'infinitystar[demo]'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from infinitystar.cli.arg_types import count_arg, seed_arg
+from infinitystar.cli.arg_types import seed_arg
 from infinitystar.cli.model_options import add_model_arguments, load_pipeline
 from infinitystar.generation.ranges import SEED_HELP, draw_seed
 
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out-dir", required=True, help="folder of the outputs, scores.jsonl and summary.json")
     gen = p.add_argument_group("generation (skipped with --no-generate)")
-    gen.add_argument("--num-samples", type=count_arg, default=1, help="outputs per prompt (seeds seed, seed+1, ...)")
+    gen.add_argument("--num-samples", type=int, default=1, help="outputs per prompt (seeds seed, seed+1, ...)")
     gen.add_argument(
         "--seed", type=seed_arg, default=0, help=f"seed of sample 0 of items without a seed: {SEED_HELP} (default 0)"
     )
