@@ -23,3 +23,10 @@ def pipe(released):
     p = InfinityStarPipeline.from_pretrained(released, device="cpu", config=TINY_PIPELINE)
     p.set_progress_bar_config(disable=True)
     return p
+
+
+# The tiny model saved in our layout: what command-line tests pass to --checkpoint (module-scoped: written once).
+@pytest.fixture(scope="module")
+def tiny_model_dir(released, tmp_path_factory):
+    pipe = InfinityStarPipeline.from_pretrained(released, config=TINY_PIPELINE)
+    return pipe.save_pretrained(tmp_path_factory.mktemp("ours") / "model")

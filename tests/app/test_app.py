@@ -220,6 +220,16 @@ def test_gallery_is_newest_first_and_capped(pipe, tmp_path):
     assert add_to_gallery(items, a, limit=2) == [(str(a.path), a.caption), items[0]]
 
 
+def test_a_video_gets_a_still_for_the_gallery(pipe, tmp_path):
+    from PIL import Image
+
+    result = gen(pipe, "text-to-video", out=tmp_path, seed=4)
+    assert result.thumbnail is not None and result.thumbnail.suffix == ".jpg" and result.thumbnail.is_file()
+    with Image.open(result.thumbnail) as still:  # the first frame, at the video's size
+        assert still.size == (result.width, result.height)
+    assert add_to_gallery([], result, limit=3) == [(str(result.thumbnail), result.caption)]
+
+
 # ---- the page and the serve command ---------------------------------------------------------
 
 
@@ -260,6 +270,8 @@ def test_launch_options_bind_localhost_and_cap_uploads(tmp_path):
     opts = launch_options(DemoSettings(max_upload_mb=50), "127.0.0.1", 7860, tmp_path)
     assert opts["server_name"] == "127.0.0.1" and opts["server_port"] == 7860 and opts["share"] is False
     assert opts["max_file_size"] == 50 * MB and opts["allowed_paths"] == [str(tmp_path)]
+    # the page refuses an oversize upload itself, with a message next to the upload (tests/app/test_browser.py)
+    assert str(50 * MB) in opts["head"] and "i2v-upload-status" in opts["head"] and "v2v-upload" in opts["head"]
 
 
 def test_serve_without_a_builtin_model_exits_with_the_pipelines_message(tmp_path, monkeypatch, capsys):
@@ -276,6 +288,9 @@ def test_serve_without_a_builtin_model_exits_with_the_pipelines_message(tmp_path
     assert "checkpoint folder not found" in capsys.readouterr().err
     assert main(["serve", "--max-upload-mb", "0"]) == 2  # checked before the model loads
     assert "max_upload_mb must be a positive number" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    assert main(["serve", "--output-dir", str(tmp_path / "a_file")]) == 2  # also before the model loads
+    assert "--output-dir" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "gradio", None)  # as if the demo extra were not installed
     assert main(["serve"]) == 2
     assert "pip install 'infinitystar[demo]'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ SCREENSHOT_ENV = "INFINITYSTAR_DEMO_SCREENSHOT"
 CHROMIUM_ENV = "INFINITYSTAR_CHROMIUM"
 SERVER_START_TIMEOUT_S = 180
 GENERATION_TIMEOUT_MS = 120_000
+UPLOAD_LIMIT_MB = 1
 
 
 def _unavailable(reason: str):
@@ -84,17 +86,28 @@ def browser():
         b.close()
 
 
+@dataclass
+class DemoServer:
+    url: str
+    proc: subprocess.Popen
+    log: Path  #: the server's stdout and stderr
+    tmp: Path  #: its TMPDIR: the temporary results folder and gradio's cache are made here
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, browser):
-    """The URL of `infinitystar serve` running in a subprocess on a free local port."""
+def demo_server(tmp_path_factory, browser):
+    """`infinitystar serve` running in a subprocess on a free local port, as a user starts it: no --output-dir
+    (results go to a temporary folder) and no GRADIO_TEMP_DIR; uploads limited to 1 MB."""
     checkpoint = demo_checkpoint(tmp_path_factory)
     work = tmp_path_factory.mktemp("serve")
     port = free_port()
     cmd = [sys.executable, "-m", "infinitystar.cli", "serve", "--port", str(port), "--device", "cpu"]
-    cmd += ["--output-dir", str(work / "results")]
+    cmd += ["--max-upload-mb", str(UPLOAD_LIMIT_MB)]
     if checkpoint is not None:
         cmd += ["--checkpoint", checkpoint]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(work)}
+    (work / "tmp").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(OMP_NUM_THREADS="1", GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(work / "tmp"))
     log_path = work / "serve.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
@@ -113,7 +126,7 @@ def server(tmp_path_factory, browser):
             if time.monotonic() > deadline:
                 pytest.fail(f"infinitystar serve did not answer in {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()}")
             time.sleep(0.5)
-        yield url
+        yield DemoServer(url, proc, log_path, work / "tmp")
     finally:
         proc.terminate()
         try:
@@ -121,6 +134,12 @@ def server(tmp_path_factory, browser):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(demo_server):
+    """The URL of the demo server."""
+    return demo_server.url
 
 
 @pytest.fixture
@@ -218,3 +237,65 @@ def test_corrupt_upload_shows_the_error_and_the_server_keeps_serving(server, pag
             assert f"seed {seed} · a boat on the sea {seed}" in p.inner_text("#gallery")
     finally:
         other.context.close()
+
+
+def test_random_seed_is_shown_and_the_gallery_shows_a_frame(server, page):
+    open_demo(page, server)
+    assert page.locator("#t2v-random-seed input[type=checkbox]").is_checked()  # the default: a random seed
+    page.fill("#t2v-prompt textarea", "a green square moving up")
+    page.click("#t2v-generate")
+    page.wait_for_function(
+        "() => document.querySelector('#t2v-info').innerText.includes('seed')", timeout=GENERATION_TIMEOUT_MS
+    )
+    seed = page.inner_text("#t2v-info").split("seed ", 1)[1].split()[0]
+    page.wait_for_function(f"() => document.querySelector('#t2v-seed input').value === '{seed}'")  # the seed used
+    assert page.locator("#t2v-random-seed input[type=checkbox]").is_checked()  # the next one is random again
+    # the gallery tile is a still of the video's first frame (an image that loaded), not a grey video icon
+    page.wait_for_function("() => [...document.querySelectorAll('#gallery img')].some(i => i.naturalWidth > 0)")
+    sources = page.eval_on_selector_all("#gallery img", "els => els.map(e => e.src)")
+    assert any(src.endswith(".jpg") and f"seed{seed}" in src for src in sources)
+
+
+def test_oversize_upload_says_why_and_is_not_sent(server, page, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    noise = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big)  # incompressible: ~1.9 MB
+    assert big.stat().st_size > UPLOAD_LIMIT_MB * 2**20
+    open_demo(page, server)
+    page.click("button[role=tab]:has-text('image-to-video')")
+    page.wait_for_selector("#i2v-upload", state="visible")
+    page.set_input_files("#i2v-upload input[type=file]", str(big))
+    message = f"'big.png' is {big.stat().st_size / 2**20:.1f} MB, larger than the {UPLOAD_LIMIT_MB} MB limit"
+    page.wait_for_function(
+        f"() => document.querySelector('#i2v-upload-status').innerText.includes({message!r})", timeout=30_000
+    )
+    assert "Error" not in page.inner_text("#i2v-upload")  # no bare red badge: the file was never sent
+    assert page.locator("[data-testid=toast-body]").count() == 0
+
+
+def test_refused_requests_are_messages_in_the_page_and_not_tracebacks_in_the_log(demo_server, page):
+    open_demo(page, demo_server.url)
+    page.locator("#t2v-random-seed input[type=checkbox]").uncheck()
+    page.fill("#t2v-prompt textarea", "a cat")
+    page.fill("#t2v-seed input", "99999999999")  # above the page's limit: refused by the demo's own check
+    page.click("#t2v-generate")
+    page.locator("[data-testid=toast-text]", has_text="seed 99999999999").first.wait_for(timeout=30_000)
+    page.fill("#t2v-seed input", "3")
+    page.fill("#t2v-prompt textarea", " ")
+    page.click("#t2v-generate")
+    page.locator("[data-testid=toast-text]", has_text="the prompt is empty").first.wait_for(timeout=30_000)
+    log = demo_server.log.read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_stopping_the_server_removes_its_temporary_folders(demo_server):
+    """Run last in this module: it stops the module's server (SIGTERM, as a service manager would)."""
+    tmp = demo_server.tmp
+    assert any(p.name.startswith("infinitystar-demo-") for p in tmp.iterdir())  # results and gradio's cache
+    demo_server.proc.terminate()
+    demo_server.proc.wait(timeout=60)
+    assert sorted(p.name for p in tmp.iterdir()) == []
+    assert "Traceback" not in demo_server.log.read_text(errors="replace")

@@ -26,6 +26,21 @@ PROMPTS = [
 # decorate_prompt
 
 
+def test_text_that_is_not_utf8_is_repaired_with_a_warning():
+    import os
+
+    from infinitystar.text.builtin import BuiltinTextEncoder
+
+    latin1 = os.fsdecode(b"caf" + b"\xe9 au lait, " + "na\u00efve".encode())  # mixed: one bad byte
+    with pytest.warns(UserWarning, match="not valid UTF-8"):
+        fixed = check_prompt(latin1)
+    assert fixed == "café au lait, naïve"  # the undecodable byte read as Windows-1252, valid UTF-8 kept
+    with pytest.warns(UserWarning, match="not valid UTF-8"):
+        assert check_prompt("half \ud83d of an emoji") == "half \ufffd of an emoji"
+    assert check_prompt("café") == "café"  # clean text: unchanged, no warning
+    BuiltinTextEncoder(channels=8).encode([fixed])  # encodable (the raw text raised UnicodeEncodeError inside)
+
+
 def test_video_prompt_gets_duration_tag_without_space():
     assert decorate_prompt("A cat", 5) == "<<<t=5s>>>A cat"
     assert decorate_prompt("A cat", 10.0) == "<<<t=10s>>>A cat"

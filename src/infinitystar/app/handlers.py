@@ -98,6 +98,8 @@ class DemoResult:
     height: int
     width: int
     seconds: float
+    #: a still of the result for the gallery (a video's first frame; an image is its own still)
+    thumbnail: Path | None = None
 
     @property
     def is_image(self) -> bool:
@@ -279,16 +281,32 @@ def save_result(result: GenerationResult, output_dir: str | Path, seconds: float
     path = unique_path(folder, default_filename(result.prompt, result.seed, result.is_image))
     try:
         result.save(path)
+        thumbnail = path if result.is_image else _write_thumbnail(frames[0], folder / THUMBNAILS / f"{path.stem}.jpg")
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     t, h, w = (int(v) for v in frames.shape[:3])
-    return DemoResult(path, result.prompt, int(result.seed), result.mode, t, h, w, seconds)
+    return DemoResult(path, result.prompt, int(result.seed), result.mode, t, h, w, seconds, thumbnail)
+
+
+#: the sub-folder of the output folder that holds the gallery's stills of videos
+THUMBNAILS = "thumbnails"
+
+
+def _write_thumbnail(frame, path: Path) -> Path:
+    """A video's first frame as a JPEG still: the gallery shows it instead of a grey video icon."""
+    from PIL import Image
+
+    from infinitystar.files import atomic_write
+
+    image = Image.fromarray(frame)
+    return atomic_write(path, lambda tmp: image.save(tmp, format="JPEG", quality=90))
 
 
 def add_to_gallery(gallery: list | None, result: DemoResult, limit: int) -> list[tuple[str, str]]:
-    """The session's gallery with ``result`` first, as gradio's (path, caption) pairs, at most ``limit`` long."""
-    items = [(str(result.path), result.caption)] + [tuple(item) for item in (gallery or [])]
+    """The session's gallery with ``result`` first, as gradio's (still, caption) pairs, at most ``limit`` long."""
+    still = result.thumbnail or result.path
+    items = [(str(still), result.caption)] + [tuple(item) for item in (gallery or [])]
     return items[:limit]
 
 

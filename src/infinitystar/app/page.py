@@ -21,6 +21,7 @@ queue and see their position, and a full queue refuses politely instead of crash
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,12 +49,18 @@ from infinitystar.app.handlers import (
     max_duration,
     model_summary,
 )
+from infinitystar.app.lenient import lenient
+from infinitystar.app.upload_guard import upload_guard_script
 
 if TYPE_CHECKING:  # pragma: no cover
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
 __all__ = ["GENERATION_CONCURRENCY_ID", "TAB_KEYS", "build_app", "launch_app", "launch_options"]
 
+#: gradio's cache of uploads and results: every hour, files older than a day are deleted (all of them at shutdown)
+CACHE_CLEANUP = (3600, 24 * 3600)
+#: the modes whose tab takes an upload
+UPLOAD_MODES = ("image-to-video", "continuation")
 #: the generation events share this queue slot, so only one runs at a time
 GENERATION_CONCURRENCY_ID = "generation"
 #: each mode's short key: the tab's id, the prefix of its components' elem_ids and its API name
@@ -97,7 +104,9 @@ def build_app(pipe: InfinityStarPipeline, settings: DemoSettings | None = None):
 
     settings = settings or DemoSettings()
     run = _generation_handler(gr, pipe, settings, settings.output_dir or default_output_dir())
-    with gr.Blocks(title="InfinityStar", analytics_enabled=False) as demo:
+    # delete_cache: gradio's copies of uploads and results are deleted after a day, and all of them when the server
+    # stops (the default temporary output folder is removed by `serve` itself)
+    with gr.Blocks(title="InfinityStar", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown("# InfinityStar\nText-to-video, text-to-image, image-to-video and video continuation.")
         gr.Markdown(model_summary(pipe, settings), elem_id="model-summary")
         session_gallery = gr.State([])
@@ -159,7 +168,8 @@ def _generation_handler(gr, pipe: InfinityStarPipeline, settings: DemoSettings, 
                 duration=None,
             ) from exc
         gallery = add_to_gallery(gallery, result, settings.gallery_size)
-        return str(result.path), str(result.path), result.summary(), gallery
+        # the seed box shows the seed used (also a random one), so that it can be kept or noted
+        return str(result.path), str(result.path), result.summary(), result.seed, gallery
 
     return run
 
@@ -220,6 +230,9 @@ def _input_panel(gr, tab: _Tab, pipe: InfinityStarPipeline, settings: DemoSettin
         elem_id=f"{key}-guidance",
     )  # fmt: skip
     i["button"] = gr.Button("Generate", variant="primary", elem_id=f"{key}-generate")
+    for name in ("seed", "duration", "aspect", "guidance"):  # their values go to the demo's checks (app/lenient.py)
+        if name in i:
+            lenient(i[name])
 
 
 def _output_panel(gr, tab: _Tab) -> None:
@@ -283,7 +296,7 @@ def _wire_generate(gr, tab: _Tab, run: Callable, session_gallery, gallery) -> No
             i["guidance"],
             session_gallery,
         ],
-        outputs=[o["result"], o["download"], o["info"], session_gallery],
+        outputs=[o["result"], o["download"], o["info"], i["seed"], session_gallery],
         concurrency_limit=1,
         concurrency_id=GENERATION_CONCURRENCY_ID,
         api_name=tab.key,
@@ -306,6 +319,8 @@ def launch_options(settings: DemoSettings, host: str, port: int, output_dir: Pat
     }
     if output_dir is not None:
         options["allowed_paths"] = [str(output_dir)]
+    uploads = {f"{key}-upload": f"{key}-upload-status" for mode, key in TAB_KEYS.items() if mode in UPLOAD_MODES}
+    options["head"] = upload_guard_script(uploads, settings.max_upload_bytes)  # oversize: a message, not "Error"
     return options
 
 
@@ -320,10 +335,13 @@ def launch_app(
     """Build the page, put generation behind a queue (one at a time, ``settings.queue_size`` waiting),
     and serve it. ``block=False`` returns the running ``Blocks`` (call ``.close()`` to stop)."""
     settings = settings or DemoSettings()
-    if settings.output_dir is None:  # fixed here so that launch can allow serving it
+    temporary = settings.output_dir is None
+    if temporary:  # fixed here so that launch can allow serving it
         settings = dataclasses.replace(settings, output_dir=default_output_dir())
     demo = build_app(pipe, settings)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     options = launch_options(settings, host, port, settings.output_dir)
     demo.launch(prevent_thread_lock=not block, **options)
+    if temporary and block:  # the server has stopped: its temporary results go with it
+        shutil.rmtree(settings.output_dir, ignore_errors=True)
     return demo

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from infinitystar.cli.arg_types import seed_arg
 from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+from infinitystar.generation.ranges import SEED_HELP, draw_seed
 
 
 def add_parser(sub) -> None:
@@ -41,7 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out-dir", required=True, help="folder of the outputs, scores.jsonl and summary.json")
     gen = p.add_argument_group("generation (skipped with --no-generate)")
     gen.add_argument("--num-samples", type=int, default=1, help="outputs per prompt (seeds seed, seed+1, ...)")
-    gen.add_argument("--seed", type=int, default=0, help="seed of sample 0 of items without a seed (default 0)")
+    gen.add_argument(
+        "--seed", type=seed_arg, default=0, help=f"seed of sample 0 of items without a seed: {SEED_HELP} (default 0)"
+    )
     gen.add_argument("--duration", type=float, help="seconds for items without one; 0 = images (default: model's)")
     gen.add_argument("--no-generate", action="store_true", help="only score what is already in --out-dir")
     gen.add_argument("--world-seed", type=int, default=0, help="seed that draws the --world-prompts (default 0)")
@@ -73,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics, clip_model=args.clip_model, fvd_ready=args.i3d is not None)
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    args.resume_hint = "finished outputs are kept: rerun the same command to continue"
+    if args.seed == -1:
+        args.seed = draw_seed()
+        print(f"infinitystar: random base seed {args.seed} (pass --seed {args.seed} to repeat)", file=sys.stderr)
     out_dir = Path(args.out_dir)
     rank, world, local_rank = torchrun_env()
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
@@ -83,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
         write_world_prompt_file(prompt_file, args.world_prompts, seed=args.world_seed)
     else:
         prompt_file = Path(args.prompts)
-    items = read_prompt_file(prompt_file, num_samples=args.num_samples, seed=args.seed)
+    problems: list[str] = []  # every bad item of the file, reported at once: scoring needs all of them
+    items = read_prompt_file(prompt_file, num_samples=args.num_samples, seed=args.seed, problems=problems)
+    if problems:
+        listing = "\n  ".join(problems)
+        raise ValueError(f"{len(problems)} bad item(s) in {prompt_file}; fix them and rerun:\n  {listing}")
 
     status = 0
     generation = None
@@ -105,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int, log) -> dict:
     """Generate this rank's missing outputs; the model is loaded only when something is missing."""
-    from infinitystar.generation.batch import output_path, run_batch
+    from infinitystar.generation.batch import output_done, output_path, run_batch
 
     def missing(item) -> bool:
         duration = item.duration if item.duration is not None else args.duration
-        return not output_path(out_dir, item, image=duration == 0).exists()
+        return not output_done(output_path(out_dir, item, image=duration == 0))
 
     todo = [it for it in items if missing(it)]
     result = {"generated": 0, "skipped": len(items) - len(todo), "failed": []}

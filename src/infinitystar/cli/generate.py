@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+from infinitystar.cli.arg_types import SEED_FLAG_HELP, count_arg, seed_arg
+from infinitystar.cli.generate_checks import check_model_and_options, plan_batch, plan_single, repair_arguments
 from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+from infinitystar.generation.ranges import GUIDANCE_WARN_ABOVE, TEMPERATURE_MIN, TEMPERATURE_WARN_ABOVE
 from infinitystar.launch import rank_device, torchrun_env
 
 ORIGINAL_SUFFIX_FLAG = "original"
@@ -28,16 +31,32 @@ def add_parser(sub) -> None:
     src.add_argument("--video", help="continuation: the video to continue (mp4, webm, mov)")
     p.add_argument("--duration", type=float, help="seconds; 0 = an image (default: the model's, 5 s for 8B)")
     p.add_argument("--aspect-ratio", help="W:H such as 16:9, 1:1, 9:16 (default: the input's, else the model's)")
-    p.add_argument("--seed", type=int, help="random seed (default: a random one, printed and put in the file name)")
+    p.add_argument("--seed", type=seed_arg, help=SEED_FLAG_HELP + "; batches: default 0")
     p.add_argument("--guidance", choices=("apg", "cfg", "none"), help="guidance method (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, help="guidance strength (default: the model's, 34 for 8B)")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        help=f"guidance strength >= 0, 1 = none (default: the model's, 34 for 8B; a warning above "
+        f"{GUIDANCE_WARN_ABOVE:g})",
+    )
     p.add_argument("--negative-prompt", help="what to steer away from (default: the learned null text)")
-    p.add_argument("--temperatures", help="'IMAGE,VIDEO' sampling temperatures (default: the model's, 1,0.4)")
+    p.add_argument(
+        "--temperatures",
+        help=f"'IMAGE,VIDEO' sampling temperatures, each >= {TEMPERATURE_MIN:g} (default: the model's, 1,0.4; a "
+        f"warning above {TEMPERATURE_WARN_ABOVE:g})",
+    )
     p.add_argument(
         "--prompt-suffix",
         help=f"text appended to every prompt; '{ORIGINAL_SUFFIX_FLAG}' = the original scripts' suffix",
     )
-    p.add_argument("--out", help="output file (.mp4, .gif, .png; default: {prompt}_seed{seed}.mp4 here)")
+    p.add_argument(
+        "--out",
+        help="output file (.mp4, .gif, .png for --duration 0; default: {prompt}_seed{seed}.mp4 here, never replacing "
+        "a file); with --num-samples N: NAME-0.mp4 ... NAME-{N-1}.mp4",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file (batches: regenerate existing outputs)"
+    )
     add_model_arguments(p)
     p.add_argument(
         "--sampler",
@@ -49,9 +68,18 @@ def add_parser(sub) -> None:
     p.add_argument("--rewrite-model", default="gpt-4o", help="model name for --rewrite-url")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     batch = p.add_argument_group("batch generation")
-    batch.add_argument("--prompts", help="prompt file: .jsonl, .json (list or VBench with refined prompts), .txt")
+    batch.add_argument(
+        "--prompts",
+        help="prompt file (UTF-8): .jsonl, .json (list or VBench with refined prompts), .txt; every bad item is "
+        "reported with its line before anything runs, the others are generated (exit status 1 if any failed)",
+    )
     batch.add_argument("--out-dir", help="folder for batch outputs (finished files are skipped on rerun)")
-    batch.add_argument("--num-samples", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
+    batch.add_argument(
+        "--num-samples",
+        type=count_arg,
+        default=1,
+        help="videos per prompt, also for one PROMPT (seeds seed, seed+1, ...)",
+    )
     p.set_defaults(func=run)
 
 
@@ -82,11 +110,24 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either a PROMPT or --prompts FILE, not both")
     if args.prompts is not None and args.out:
         raise ValueError("--out names one file; a batch writes into --out-dir")
+    if args.prompts is not None and not args.out_dir:
+        raise ValueError("--prompts needs --out-dir FOLDER for the outputs")
     rank, world, local_rank = torchrun_env()
     temperatures = _temperatures(args.temperatures)
+    # everything that can be checked is checked before the model loads (see cli/generate_checks.py)
+    repair_arguments(args)
+    device = rank_device(args.device, local_rank, world)
+    config = check_model_and_options(args, temperatures, device)
+    if args.prompts is None:
+        plan = plan_single(args, config)[0]
+    else:
+        args.resume_hint = "rerun the same command to continue the batch where it stopped (finished outputs are kept)"
+        plan = _batch_todo(args, config, rank, world)
+        if not plan[0]:
+            return _report_batch(args, rank, world, plan, None)
 
     t0 = time.perf_counter()
-    pipe = load_pipeline(args, device=rank_device(args.device, local_rank, world))
+    pipe = load_pipeline(args, device=device)
     if args.quiet:
         pipe.set_progress_bar_config(disable=True)
     rewriter = None
@@ -105,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}")
     if args.prompts is None:
-        return _single(pipe, args, common, rewriter, log)
-    return _batch(pipe, args, common, rewriter, log, rank, world)
+        return _single(pipe, args, common, rewriter, log, plan)
+    return _batch(pipe, args, common, rewriter, log, rank, world, plan)
 
 
 def _prompt(text: str, rewriter, log) -> str:
@@ -119,37 +160,68 @@ def _prompt(text: str, rewriter, log) -> str:
     return new
 
 
-def _single(pipe, args, common, rewriter, log) -> int:
+def _single(pipe, args, common, rewriter, log, outputs) -> int:
+    from infinitystar.cli.outputs import save_output
     from infinitystar.generation.naming import default_filename
 
-    out = pipe(
-        _prompt(args.prompt, rewriter, log),
-        image=args.image,
-        video=args.video,
-        duration=args.duration,
-        aspect_ratio=args.aspect_ratio,
-        seed=args.seed,
-        negative_prompt=args.negative_prompt,
-        progress=not args.quiet,
-        **common,
-    )
-    path = Path(args.out) if args.out else Path(default_filename(args.prompt, out.seed, out.is_image))
-    if out.is_image and path.suffix.lower() == ".mp4" and args.out is None:
-        path = path.with_suffix(".png")
-    out.save(path)
-    seconds = out.timings.get("total", 0.0)
-    shape = "x".join(str(v) for v in out.frames.shape[:3])
-    print(f"{path}  ({out.mode}, {shape} frames x H x W, seed {out.seed}, {seconds:.1f} s)")
+    prompt = _prompt(args.prompt, rewriter, log)
+    for output in outputs:
+        out = pipe(
+            prompt,
+            image=args.image,
+            video=args.video,
+            duration=args.duration,
+            aspect_ratio=args.aspect_ratio,
+            seed=output.seed,
+            negative_prompt=args.negative_prompt,
+            progress=not args.quiet,
+            **common,
+        )
+        path = output.path or Path(default_filename(args.prompt, out.seed, out.is_image))
+        path = save_output(out, path, explicit=output.path is not None, overwrite=args.overwrite)
+        seconds = out.timings.get("total", 0.0)
+        shape = "x".join(str(v) for v in out.frames.shape[:3])
+        print(f"{path}  ({out.mode}, {shape} frames x H x W, seed {out.seed}, {seconds:.1f} s)")
     return 0
 
 
-def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
-    from infinitystar.generation.batch import run_batch
-    from infinitystar.generation.prompt_files import read_prompt_file, shard
+def _batch_todo(args, config, rank: int, world: int) -> tuple[list, list[str], int]:
+    """(this rank's items still to generate, the bad items of the file, how many are already done); the bad items
+    are reported now, before anything runs."""
+    from infinitystar.generation.batch import output_done, output_path
+    from infinitystar.generation.prompt_files import shard
 
-    if not args.out_dir:
-        raise ValueError("--prompts needs --out-dir FOLDER for the outputs")
-    items = shard(read_prompt_file(args.prompts, num_samples=args.num_samples, seed=args.seed or 0), rank, world)
+    items, problems = plan_batch(args, config, rank)
+    if problems and rank == 0:
+        listing = "\n  ".join(problems)
+        print(
+            f"infinitystar: {len(problems)} bad item(s) in {args.prompts} are skipped (fix them and rerun; finished "
+            f"outputs are kept):\n  {listing}",
+            file=sys.stderr,
+        )
+    mine = shard(items, rank, world)
+    out_dir = Path(args.out_dir)
+
+    def done(item) -> bool:
+        duration = item.duration if item.duration is not None else args.duration
+        return not args.overwrite and output_done(output_path(out_dir, item, image=duration == 0))
+
+    todo = [item for item in mine if not done(item)]
+    return todo, problems, len(mine) - len(todo)
+
+
+def _report_batch(args, rank: int, world: int, plan, summary) -> int:
+    _, problems, done = plan
+    generated = summary.generated if summary is not None else 0
+    skipped = done + (summary.skipped if summary is not None else 0)
+    failed = (len(summary.failed) if summary is not None else 0) + (len(problems) if rank == 0 else 0)
+    print(f"rank {rank}/{world}: {generated} generated, {skipped} already done, {failed} failed, in {args.out_dir}")
+    return 1 if failed else 0
+
+
+def _batch(pipe, args, common, rewriter, log, rank: int, world: int, plan) -> int:
+    from infinitystar.generation.batch import run_batch
+
     defaults = dict(
         duration=args.duration,
         image=args.image,
@@ -160,7 +232,7 @@ def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
     rewrite = None if rewriter is None else (lambda text: _prompt(text, rewriter, log))
     summary = run_batch(
         pipe,
-        items,
+        plan[0],
         args.out_dir,
         rank=rank,
         defaults=defaults,
@@ -168,9 +240,6 @@ def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
         rewrite=rewrite,
         progress=not args.quiet,
         log=log,
+        overwrite=args.overwrite,
     )
-    print(
-        f"rank {rank}/{world}: {summary.generated} generated, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed, in {args.out_dir}"
-    )
-    return 1 if summary.failed else 0
+    return _report_batch(args, rank, world, plan, summary)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from infinitystar.cli.arg_types import RESUME_FLAG_HELP, resume_arg
 from infinitystar.cli.model_options import add_hub_arguments, hub_options
 
 #: flag -> dotted config path
@@ -51,7 +52,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--steps", type=int, help="total optimizer steps")
     p.add_argument("--lr", type=float, help="learning rate (optim.lr)")
     p.add_argument("--out", help="run folder: config, checkpoints, metrics.jsonl, final model")
-    p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        type=resume_arg,
+        metavar="latest|latest-valid|STEP",
+        help=RESUME_FLAG_HELP,
+    )
     p.add_argument(
         "--init",
         help="initial weights: released model folder or repo id (FoundationVision/InfinityStar: the recipe's "
@@ -87,7 +95,7 @@ def resolve_config(args: argparse.Namespace):
     if args.cache is not None:
         overrides["data.synthetic"] = None  # --cache replaces a synthetic data section
     if args.resume:
-        overrides["resume"] = True
+        overrides["resume"] = args.resume
     if args.no_progress:
         overrides["log.progress"] = False
     for item in args.set:
@@ -105,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     import gc
     import json
 
+    args.resume_hint = "the checkpoints written so far are kept: add --resume to continue from the newest"
     cfg = resolve_config(args)
     if cfg.model.init:  # a repo id is fetched once here (the transformer of the recipe's resolution only)
         from infinitystar.hub import resolve

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from infinitystar.cli.arg_types import RESUME_FLAG_HELP, resume_arg
+
 EPILOG = """\
 examples:
   infinitystar train-tokenizer --recipe tokenizer_tiny_cpu --stage continuous --out runs/vae
@@ -41,7 +43,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     init.add_argument("--init", help="VAE to start from: .safetensors / released .pth, or a run folder")
     init.add_argument("--from-scratch", action="store_true", help="quantized stage without inheritance")
     p.add_argument("--steps", type=int, help="total optimisation steps (overrides the recipe)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        type=resume_arg,
+        metavar="latest|latest-valid|STEP",
+        help=RESUME_FLAG_HELP,
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (overrides the recipe)")
     p.add_argument("--seed", type=int, help="overrides the recipe's seed")
     p.add_argument(
@@ -70,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from infinitystar.train.tokenizer.config import TokenizerTrainConfig
     from infinitystar.train.tokenizer.trainer import TokenizerTrainer
 
+    args.resume_hint = "the checkpoints written so far are kept: add --resume to continue from the newest"
     config = recipe_path(args.recipe) if args.recipe else args.config
     recipe = apply_overrides(read_recipe(config), dict(parse_override(item) for item in args.set))
     cfg = TokenizerTrainConfig.from_dict(recipe)

@@ -27,6 +27,27 @@ def output_path(out_dir: Path, item: PromptItem, image: bool) -> Path:
     return out_dir / f"{item.name}{'.png' if image else '.mp4'}"
 
 
+def output_problem(path: Path) -> str | None:
+    """Why an existing output cannot count as done (it does not decode to its last frame), or None when it does.
+
+    Outputs are written atomically, so a broken one comes from elsewhere (a copy cut short, a disk error, another
+    tool); it is generated again rather than skipped forever.
+    """
+    from infinitystar.media.decode import verify_decodes
+    from infinitystar.media.probe import MediaError
+
+    try:
+        verify_decodes(path, all_frames=True)
+    except MediaError as exc:
+        return exc.reason or str(exc)
+    return None
+
+
+def output_done(path: Path) -> bool:
+    """Whether ``path`` holds a finished output: it exists and decodes."""
+    return path.is_file() and output_problem(path) is None
+
+
 def run_batch(
     pipe,
     items: list[PromptItem],
@@ -38,12 +59,14 @@ def run_batch(
     rewrite: Callable[[str], str] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> BatchSummary:
     """Generate every item whose output file is missing.
 
     ``defaults``: values for item fields the item leaves empty (``duration``, ``image``, ``video``,
     ``aspect_ratio``, ``negative_prompt``); ``common``: keyword arguments for every pipeline call
-    (guidance, temperatures, ...). A bad item (missing image, ...) is reported and skipped.
+    (guidance, temperatures, ...). A bad item (missing image, ...) is reported and skipped. An existing output
+    counts as done only when it decodes (otherwise it is generated again); ``overwrite`` regenerates every item.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -53,9 +76,12 @@ def run_batch(
     for item in items:
         duration = item.duration if item.duration is not None else defaults.get("duration")
         path = output_path(out_dir, item, image=duration == 0)
-        if path.exists():
-            summary.skipped += 1
-            continue
+        if path.exists() and not overwrite:
+            problem = output_problem(path)
+            if problem is None:
+                summary.skipped += 1
+                continue
+            print(f"infinitystar: {path} exists but does not decode ({problem}): generating it again", file=sys.stderr)
         try:
             out = pipe(
                 rewrite(item.prompt) if rewrite is not None else item.prompt,
@@ -70,7 +96,8 @@ def run_batch(
             )
         except ValueError as exc:  # a bad item must not stop the batch
             summary.failed.append((item.name, str(exc)))
-            print(f"infinitystar: skipped {item.name}: {exc}", file=sys.stderr)
+            where = f"{item.source} ({item.name})" if item.source else item.name
+            print(f"infinitystar: skipped {where}: {exc}", file=sys.stderr)
             continue
         out.save(path)
         summary.generated += 1

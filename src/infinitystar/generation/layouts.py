@@ -129,6 +129,24 @@ def parse_vae_dtype(value: str | torch.dtype | None) -> torch.dtype:
     return dtype
 
 
+def read_pipeline_config(path: Path, resolution: str | None = None) -> PipelineConfig:
+    """The generation settings of a model folder (:func:`model_folder`'s result), read without loading any weights:
+    what a command checks a request against before it spends time loading the model."""
+    if (path / MODEL_INDEX).is_file():
+        index = _read(path / MODEL_INDEX)
+        if not isinstance(index, dict) or index.get("format") != "infinitystar":
+            raise CheckpointError(f"{path / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
+        cfg = PipelineConfig.from_dict(index.get("pipeline", {}))
+        if resolution is not None and resolution != cfg.resolution:
+            raise ValueError(f"{path} holds a {cfg.resolution} model, but resolution={resolution!r} was asked for")
+        return cfg
+    try:
+        _, _, res = released_root(path, resolution)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
+    return RELEASED_CONFIGS[res]
+
+
 def load_components(
     path: Path,
     device: torch.device,

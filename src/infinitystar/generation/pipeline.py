@@ -8,15 +8,16 @@ VAE, the quantizer, the loop and the text encoder.
 
 from __future__ import annotations
 
-import secrets
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from infinitystar.devices import parse_dtype, resolve_device
+from infinitystar.devices import dtype_name, parse_dtype, resolve_device
+from infinitystar.generation.calls import plan_calls
 from infinitystar.generation.inputs import load_image_input, load_video_input
 from infinitystar.generation.layouts import (
     Components,
@@ -33,11 +34,13 @@ from infinitystar.generation.plan import (
     Request,
     Window,
     check_continuation,
+    check_negative_prompt,
     plan_request,
     plan_windows,
     sampling_options,
     window_prompts,
 )
+from infinitystar.generation.settings import settings_record
 from infinitystar.hub import HubOptions
 from infinitystar.media import frames_to_uint8
 from infinitystar.models.quantizer import encode_pyramid
@@ -47,7 +50,6 @@ from infinitystar.models.vae.model import VideoVAE
 from infinitystar.schedule import Schedule, build_schedule
 from infinitystar.sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
 from infinitystar.text.encoders import TextEncoder
-from infinitystar.text.prompts import check_prompt
 
 
 class InfinityStarPipeline:
@@ -76,6 +78,7 @@ class InfinityStarPipeline:
         self.config = config or PipelineConfig()
         self.offload_text_encoder = offload_text_encoder
         self.progress_bar_config: dict[str, Any] = {}
+        self.name_or_path: str | None = None  #: the name of its folder ('builtin': the built-in model), for metadata
         if text_encoder.channels != transformer.cfg.text_channels:
             raise ValueError(
                 f"the text encoder gives {text_encoder.channels}-channel features but the transformer expects "
@@ -137,9 +140,11 @@ class InfinityStarPipeline:
             transformer_weights=transformer_weights,
         )
         place_components(parts, place)
-        return cls(
+        pipe = cls(
             parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=place.offload_text
         )
+        pipe.name_or_path = "builtin" if path is None else Path(path).name  # the name only: no private folders
+        return pipe
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
         """Write our layout (``model_index.json``, ``transformer/``, ``vae/``, ``text_encoder/``); ``dtype`` (e.g.
@@ -191,8 +196,10 @@ class InfinityStarPipeline:
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | Sequence[str],
+        prompt: str | Sequence[str] | None = None,
         *,
+        window_prompts: Sequence[str] | None = None,
+        num_videos_per_prompt: int = 1,
         image: Any = None,
         video: Any = None,
         duration: float | None = None,
@@ -210,35 +217,51 @@ class InfinityStarPipeline:
         callback: Callable[[int, int, StepRecord], None] | None = None,
         output_type: str = "np",
         progress: bool = True,
-    ) -> GenerationResult:
+    ) -> GenerationResult | list[GenerationResult]:
         """Generate an image (``duration=0``) or a video of ``duration`` seconds.
 
-        ``image``: image-to-video (its bits force the first frame). ``video``: continuation (its
-        last frames force the next ones; the output starts with it). ``prompt``: one prompt, or
-        one per window of a long video (the last one repeats). ``aspect_ratio``: 'W:H' or h/w,
-        default the input's (image or video) or the model's. ``seed`` / ``generator``: one of
-        them makes the output reproducible; with neither a random seed is drawn and returned.
-        ``guidance``: 'apg', 'cfg' or 'none'; ``guidance_scale`` its strength.
-        ``temperatures``: (image pyramid, video clips) or one value per scale.
-        ``callback(done, total, record)`` runs after every scale step.
+        ``prompt``: a str gives one :class:`GenerationResult`; a list of prompts is a batch of independent outputs
+        (diffusers' convention), returned as a list, prompt by prompt, ``num_videos_per_prompt`` each (a list too
+        when that is above 1). Output k of every prompt uses ``seed + k``. ``window_prompts``: instead of
+        ``prompt``, one prompt per window of one long video (the last one repeats; prompts beyond the last window
+        are reported with a warning). ``image``: image-to-video (its bits force the first frame). ``video``:
+        continuation (its last frames force the next ones; the output starts with it). ``aspect_ratio``: 'W:H' or
+        h/w, default the input's (image or video) or the model's. ``seed`` (0 to 2**63-1; None or -1: a random one,
+        returned in ``result.seed``) or ``generator`` (one output only) makes the output reproducible.
+        ``guidance``: 'apg', 'cfg' or 'none'; ``guidance_scale`` its strength (>= 0; a warning above 100).
+        ``temperatures``: (image pyramid, video clips) or one value per scale (>= 0.001; a warning above 3).
+        ``callback(done, total, record)`` runs after every scale step. Every argument of every output is checked
+        before the first one is generated.
         """
-        t_start = time.perf_counter()
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        req = plan_request(
-            self.config,
-            prompts,
-            image=image,
-            video=video,
-            duration=duration,
-            resolution=resolution,
-            aspect_ratio=aspect_ratio,
-            output_type=output_type,
-        )
+        plan = plan_calls(prompt, window_prompts, num_videos_per_prompt, seed, generator)
+        request = dict(image=image, video=video, duration=duration, resolution=resolution, aspect_ratio=aspect_ratio)
+        requests = [plan_request(self.config, job.prompts, output_type=output_type, **request) for job in plan.jobs]
         options = sampling_options(self.config, guidance, guidance_scale, temperatures, sampler)
+        if plan.from_list and len({job.prompts for job in plan.jobs}) > 1 and requests[0].mode == "long video":
+            warnings.warn(
+                "a list of prompts is a batch of separate videos (diffusers' convention); for one long video with one "
+                "prompt per window pass window_prompts=[...] instead",
+                UserWarning,
+                stacklevel=3,
+            )
+        negative_prompt = check_negative_prompt(negative_prompt, options)
+        extra = dict(negative_prompt=negative_prompt, prompt_suffix=prompt_suffix, exact_forcing=exact_forcing)
+        results = [
+            self._generate(job, req, options, image, video, callback, progress, **extra)
+            for job, req in zip(plan.jobs, requests)
+        ]
+        return results[0] if plan.single else results
+
+    def _generate(
+        self, job, req: Request, options, image, video, callback, progress, *, negative_prompt, prompt_suffix,
+        exact_forcing,
+    ) -> GenerationResult:  # fmt: skip
+        """One output of a call (planned and checked by :meth:`__call__`)."""
+        t_start = time.perf_counter()
         known = self._load_input(image, video, req)
         windows = plan_windows(0 if known is None else known.shape[1], req.target_frames, self.config)
         timings = {"prepare": time.perf_counter() - t_start}
-        seed, generator = self._seeded(seed, generator)
+        generator = job.generator or torch.Generator(device=self.device).manual_seed(job.seed)
         used = window_prompts(self.config, req.prompts, windows, prompt_suffix)
         texts = self._encode_window_prompts(used, timings)
         negative = self._encode_negative(negative_prompt, options, timings)
@@ -247,9 +270,26 @@ class InfinityStarPipeline:
         )
         if frames is not None:
             uint8 = frames_to_uint8(frames[None])[0]  # [T, H, W, 3]
-            frames = uint8.numpy() if output_type == "np" else uint8
+            frames = uint8.numpy() if req.output_type == "np" else uint8
         timings["total"] = time.perf_counter() - t_start
-        return GenerationResult(frames, seed, req.prompts[0], req.mode, FPS, latents, used, timings)
+        settings = settings_record(
+            prompts=req.prompts[: len(windows)],
+            mode=req.mode,
+            seed=job.seed,
+            options=options,
+            frames_shape=None if frames is None else tuple(frames.shape),
+            seconds=req.seconds,
+            fps=FPS,
+            resolution=self.config.resolution,
+            model=self.name_or_path,
+            device=str(self.device),
+            dtype=dtype_name(self.transformer.compute_dtype),
+            negative_prompt=negative_prompt,
+            prompt_suffix=prompt_suffix,
+            image=image,
+            video=video,
+        )
+        return GenerationResult(frames, job.seed, req.prompts[0], req.mode, FPS, latents, used, timings, settings)
 
     # ---- pieces of a call ----------------------------------------------------------------------
 
@@ -263,13 +303,6 @@ class InfinityStarPipeline:
             check_continuation(self.config, known.shape[1], req.target_frames)
             return known
         return None
-
-    def _seeded(self, seed: int | None, generator: torch.Generator | None) -> tuple[int, torch.Generator]:
-        """The seed and generator of a call: the generator given, else one seeded with ``seed`` (random if None)."""
-        if generator is None:
-            seed = secrets.randbits(31) if seed is None else int(seed)
-            return seed, torch.Generator(device=self.device).manual_seed(seed)
-        return (int(generator.initial_seed()) if seed is None else seed), generator
 
     def _run_windows(
         self, req, windows, known, texts, negative, options, generator, exact_forcing, callback, progress, timings
@@ -343,12 +376,10 @@ class InfinityStarPipeline:
         return [f.to(self.device, torch.float32) for f in feats]
 
     def _encode_negative(self, negative_prompt, options: SamplingOptions, timings) -> torch.Tensor | None:
-        if negative_prompt is None or negative_prompt == "":
+        if check_negative_prompt(negative_prompt, options) is None:
             return None  # the learned null text, as the original
-        if not options.guidance.active:
-            raise ValueError("negative_prompt needs guidance (guidance='apg' or 'cfg' with a scale other than 1)")
         t0 = time.perf_counter()
-        feats = self._run_text_encoder([check_prompt(negative_prompt, "negative_prompt")])[0]
+        feats = self._run_text_encoder([negative_prompt])[0]
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
         return feats
 

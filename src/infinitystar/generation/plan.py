@@ -18,6 +18,7 @@ from infinitystar import config_dicts
 
 #: where the built-in default model lives inside the package (trained by the project)
 from infinitystar.generation.loop import SamplingOptions
+from infinitystar.generation.ranges import check_guidance_scale, check_temperatures
 from infinitystar.generation.sampling import GUIDANCE_METHODS, Guidance
 from infinitystar.sizes import (
     FPS,
@@ -272,16 +273,15 @@ def sampling_options(
 ) -> SamplingOptions:
     """The model's sampling defaults with a call's overrides. ``temperatures``: (image pyramid, video clips)
     or one value per scale."""
+    scale = check_guidance_scale(guidance_scale, stacklevel=3)  # the range policy: refused or warned here
     g = Guidance(
         method=config.guidance if guidance is None else guidance,
-        scale=float(config.guidance_scale if guidance_scale is None else guidance_scale),
+        scale=float(config.guidance_scale if scale is None else scale),
         apg_norm_threshold=config.apg_norm_threshold,
     )
     tau_image, tau_video, per_scale = config.tau_image, config.tau_video, None
     if temperatures is not None:
-        values = [float(v) for v in temperatures]
-        if any(not (math.isfinite(v) and v > 0) for v in values):
-            raise ValueError(f"temperatures must be positive numbers, got {values}")
+        values = list(check_temperatures(temperatures, stacklevel=3))
         if len(values) == 2:
             tau_image, tau_video = values
         else:
@@ -289,13 +289,33 @@ def sampling_options(
     return SamplingOptions(g, tau_image, tau_video, temperatures=per_scale, sampler=sampler)
 
 
+def check_negative_prompt(negative_prompt: object, options: SamplingOptions) -> str | None:
+    """The negative prompt of a call (None or '' = the learned null text, as the original), checked: a string, and
+    guidance on (without guidance it would be ignored)."""
+    if negative_prompt is None or negative_prompt == "":
+        return None
+    negative_prompt = check_prompt(negative_prompt, "negative_prompt")
+    if not options.guidance.active:
+        raise ValueError("negative_prompt needs guidance (guidance='apg' or 'cfg' with a scale other than 1)")
+    return negative_prompt
+
+
 def window_prompts(
     config: PipelineConfig, prompts: Sequence[str], windows: Sequence[Window], suffix: str | None
 ) -> list[str]:
     """The decorated prompt of every window: window i takes prompt i (the last one repeats), tagged with the
-    window's duration (``<<<t=Ns>>>``, videos only) and the suffix (the model's unless given; '' for none)."""
+    window's duration (``<<<t=Ns>>>``, videos only) and the suffix (the model's unless given; '' for none). Prompts
+    beyond the last window are not used: a warning says so."""
 
     suffix = config.prompt_suffix if suffix is None else suffix
+    if len(prompts) > len(windows):
+        warnings.warn(
+            f"{len(prompts)} window prompts were given but this video has {len(windows)} window(s) of at most "
+            f"{config.max_duration} s: the last {len(prompts) - len(windows)} prompt(s) are not used (make the "
+            "duration longer, or give fewer prompts)",
+            UserWarning,
+            stacklevel=3,
+        )
     used = []
     for i, w in enumerate(windows):
         p = prompts[min(i, len(prompts) - 1)]

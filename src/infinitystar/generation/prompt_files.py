@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from infinitystar.generation.naming import slugify
+from infinitystar.generation.prompt_checks import decode_lines, field_problems, utf8_problem, vbench_problems
 
 _ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name"}
 _VBENCH_KEYS = {"prompt_en", "refined_prompt", "dimension", "auxiliary_info"}
@@ -40,6 +41,7 @@ class PromptItem:
     video: str | None = None
     negative_prompt: str | None = None
     aspect_ratio: str | None = None
+    source: str = ""  #: where it was read, ``file:line`` (or ``file[index]`` for a .json list), for messages
 
 
 def _safe_stem(text: str, limit: int = 180) -> str:
@@ -54,38 +56,69 @@ def _fail(path: Path, where: str, msg: str) -> ValueError:
 
 def _entry(path: Path, where: str, obj: Any) -> dict:
     """Normalise one record to the jsonl item keys."""
+    if isinstance(obj, _Unreadable):
+        raise _fail(path, where, obj.message)
     if isinstance(obj, str):
         obj = {"prompt": obj}
     if not isinstance(obj, dict):
         raise _fail(path, where, f"expected a JSON object or string, got {type(obj).__name__}")
     if "prompt_en" in obj:  # VBench
         extra = set(obj) - _VBENCH_KEYS
-        prompt = obj.get("refined_prompt") or obj["prompt_en"]
-        entry = {"prompt": prompt, "name": obj["prompt_en"], "vbench": True}
         if extra:
             raise _fail(path, where, f"unknown VBench keys {sorted(extra)}; accepted: {sorted(_VBENCH_KEYS)}")
-        return entry
+        problems = vbench_problems(obj)
+        if problems:
+            raise _fail(path, where, "; ".join(problems))
+        prompt = obj.get("refined_prompt") or obj["prompt_en"]
+        return {"prompt": prompt, "name": obj["prompt_en"], "vbench": True}
     unknown = set(obj) - _ITEM_KEYS
     if unknown:
         raise _fail(path, where, f"unknown keys {sorted(unknown)}; accepted: {sorted(_ITEM_KEYS)}")
     if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
         raise _fail(path, where, "needs a non-empty 'prompt' string")
+    problems = field_problems(obj)
+    if problems:
+        raise _fail(path, where, "; ".join(problems))
     return dict(obj)
 
 
+class _Unreadable:
+    """A line that could not be read (not UTF-8, not JSON): reported as that item's problem."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
 def _records(path: Path) -> list[tuple[str, Any]]:
-    text = path.read_text(encoding="utf-8")
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".txt"):
+        raise ValueError(f"unsupported prompt file {path}; accepted: .jsonl, .json (list or VBench), .txt")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
+    lines = decode_lines(raw)
     if suffix == ".jsonl":
         out = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append((f":{i}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise _fail(path, f":{i}", f"not valid JSON ({exc.msg})") from None
+        for i, line, problem in lines:
+            if problem is not None:
+                out.append((f":{i}", _Unreadable(problem)))
+            elif line.strip():
+                try:
+                    out.append((f":{i}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    out.append((f":{i}", _Unreadable(f"not valid JSON ({exc.msg} at column {exc.colno})")))
         return out
+    if suffix == ".txt":
+        return [
+            (f":{i}", _Unreadable(problem) if problem is not None else line.strip())
+            for i, line, problem in lines
+            if problem is not None or (line.strip() and not line.lstrip().startswith("#"))
+        ]
+    problem = utf8_problem(raw, path)
+    if problem is not None:
+        raise _fail(path, "", problem)
+    text = "\n".join(line for _, line, _ in lines)
     if suffix == ".json":
         try:
             data = json.loads(text)
@@ -94,20 +127,20 @@ def _records(path: Path) -> list[tuple[str, Any]]:
         if not isinstance(data, list):
             raise _fail(path, "", "a .json prompt file must hold a list (jsonl items or VBench's prompt list)")
         return [(f"[{i}]", obj) for i, obj in enumerate(data)]
-    if suffix == ".txt":
-        return [
-            (f":{i}", line.strip())
-            for i, line in enumerate(text.splitlines(), start=1)
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
-    raise ValueError(f"unsupported prompt file {path}; accepted: .jsonl, .json (list or VBench), .txt")
+    raise AssertionError(suffix)  # checked above
 
 
-def read_prompt_file(path: str | Path, *, num_samples: int = 1, seed: int = 0) -> list[PromptItem]:
+def read_prompt_file(
+    path: str | Path, *, num_samples: int = 1, seed: int = 0, problems: list[str] | None = None
+) -> list[PromptItem]:
     """The items of a prompt file; sample k of a prompt uses ``seed + k`` unless the item sets a seed.
 
     Names: VBench items ``{prompt_en}-{k}``; others the item's ``name`` or ``{index:05d}_{prompt slug}``,
     with ``-{k}`` when ``num_samples > 1``. Two items that would write the same file are an error.
+    A bad item (a line that is not UTF-8 or not JSON, a field of the wrong type, a duplicate name) raises a
+    ``ValueError`` naming ``file:line``; with a ``problems`` list it is appended there instead (every bad item of the
+    file, in order) and the other items are returned. Problems of the whole file (missing, unsupported type, a
+    ``.json`` that is not a list) always raise.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,16 +150,15 @@ def read_prompt_file(path: str | Path, *, num_samples: int = 1, seed: int = 0) -
     items: list[PromptItem] = []
     seen: dict[str, str] = {}
     for n, (where, obj) in enumerate(_records(path)):
-        e = _entry(path, where, obj)
-        for k in range(num_samples):
-            if e.get("vbench"):
-                name = f"{_safe_stem(e['name'])}-{k}"
-            else:
-                base = _safe_stem(e["name"]) if e.get("name") else f"{n:05d}_{slugify(e['prompt'])}"
-                name = base if num_samples == 1 else f"{base}-{k}"
-            if name in seen:
-                raise _fail(path, where, f"output name {name!r} is also produced by {seen[name]}; give distinct names")
-            seen[name] = where
+        try:
+            e = _entry(path, where, obj)
+            names = _names(path, where, n, e, num_samples, seen)
+        except ValueError as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
+        for k, name in enumerate(names):
             media = {m: str((path.parent / e[m]).resolve()) if e.get(m) else None for m in ("image", "video")}
             items.append(
                 PromptItem(
@@ -137,12 +169,29 @@ def read_prompt_file(path: str | Path, *, num_samples: int = 1, seed: int = 0) -
                     duration=e.get("duration"),
                     negative_prompt=e.get("negative_prompt"),
                     aspect_ratio=e.get("aspect_ratio"),
+                    source=f"{path}{where}",
                     **media,
                 )
             )
-    if not items:
+    if not items and not problems:
         raise ValueError(f"prompt file {path} holds no prompts")
     return items
+
+
+def _names(path: Path, where: str, n: int, e: dict, num_samples: int, seen: dict[str, str]) -> list[str]:
+    """The output names of one entry's samples, claimed in ``seen`` (a name another entry writes is an error)."""
+    names = []
+    for k in range(num_samples):
+        if e.get("vbench"):
+            name = f"{_safe_stem(e['name'])}-{k}"
+        else:
+            base = _safe_stem(e["name"]) if e.get("name") else f"{n:05d}_{slugify(e['prompt'])}"
+            name = base if num_samples == 1 else f"{base}-{k}"
+        if name in seen:
+            raise _fail(path, where, f"output name {name!r} is also produced by {seen[name]}; give distinct names")
+        names.append(name)
+    seen.update((name, where) for name in names)
+    return names
 
 
 def shard(items: list[PromptItem], rank: int, world_size: int) -> list[PromptItem]:

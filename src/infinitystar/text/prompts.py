@@ -22,7 +22,8 @@ _DURATION_TAG = re.compile(r"<<<t=([^>]*)s>>>")
 
 
 def check_prompt(prompt: object, name: str = "prompt") -> str:
-    """Return ``prompt`` unchanged if it is a non-blank string; raise a clear error otherwise.
+    """Return ``prompt`` if it is a non-blank string (text that was not valid UTF-8 repaired, see
+    :func:`repair_text`); raise a clear error otherwise.
 
     A blank prompt would silently condition on just ``</s>`` (or on a bare duration tag), which is never what the user
     meant, so it is rejected here rather than deep inside the model.
@@ -32,7 +33,40 @@ def check_prompt(prompt: object, name: str = "prompt") -> str:
     if not prompt.strip():
         where = "" if name == "prompt" else f" ({name})"
         raise ValueError(f"prompt is empty{where}: {prompt!r}; describe the image or video to generate")
-    return prompt
+    return repair_text(prompt, name, stacklevel=3)
+
+
+def repair_text(text: str, name: str = "prompt", *, stacklevel: int = 2) -> str:
+    """``text`` with undecodable bytes turned back into characters, with a warning; unchanged when it is clean.
+
+    A command line typed in a Latin-1 (or Windows-1252) terminal under a UTF-8 locale reaches Python as lone
+    surrogates (``'\\udce9'`` for the byte 0xE9), which no text encoder can encode. Each such byte is read as
+    Windows-1252 (Latin-1 for the five bytes it leaves undefined), which is what those terminals send; other lone
+    surrogates (half of a UTF-16 pair, e.g. from a JSON escape) become U+FFFD. Valid characters are kept as they are.
+    """
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, escaped by Python's surrogateescape
+            byte = bytes([code - 0xDC00])
+            try:
+                out.append(byte.decode("cp1252"))
+            except UnicodeDecodeError:
+                out.append(byte.decode("latin-1"))
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    fixed = "".join(out)
+    warnings.warn(
+        f"{name} is not valid UTF-8 text (a terminal or file in another encoding?); its undecodable bytes were read "
+        f"as Windows-1252 / Latin-1: {fixed!r:.200}. Use a UTF-8 terminal or file to pass it exactly",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return fixed
 
 
 def duration_tag(duration_seconds: float) -> str:

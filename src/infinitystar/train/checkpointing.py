@@ -216,6 +216,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def short_reason(exc: BaseException) -> str:
+    """An exception in one line, without the tracebacks that ``torch.distributed.checkpoint`` puts in its messages."""
+    failures = getattr(exc, "failures", None)  # CheckpointException: {rank: exception or (exception, traceback)}
+    if isinstance(failures, dict) and failures:
+        first = next(iter(failures.values()))
+        exc = first[0] if isinstance(first, tuple) else first
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = "".join(ch if ch.isprintable() else "?" for ch in lines[-1].strip())  # garbage bytes quoted by a decoder
+    return f"{type(exc).__name__}: {last if len(last) <= 200 else last[:197] + '...'}"
+
+
 def load_latest_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> int | None:
     """Load the newest complete checkpoint of ``run_dir`` into ``state`` in place; its step, or
     None when there is none. Temporary (incomplete) folders are ignored.
@@ -258,7 +271,7 @@ def load_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> int:
     try:
         per_rank = torch.load(rank_file, map_location="cpu", weights_only=False)  # our own file
     except Exception as exc:
-        raise CheckpointError(f"cannot read {rank_file}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"cannot read {rank_file}: {short_reason(exc)}") from exc
 
     tensors, _ = _tensor_state({k: v for k, v in state.items() if k in set(meta.get("tensor_keys", []))})
     if tensors:
@@ -268,7 +281,7 @@ def load_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> int:
             with quiet_single_process():
                 dcp.load(tensors, checkpoint_id=str(folder), no_dist=not _dist())
         except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-            raise CheckpointError(f"cannot load the sharded state of {folder}: {type(exc).__name__}: {exc}") from exc
+            raise CheckpointError(f"cannot load the sharded state of {folder}: {short_reason(exc)}") from exc
 
     for key, obj in list(state.items()):
         if key in tensors:

@@ -41,7 +41,8 @@ from infinitystar.devices import resolve_device
 from infinitystar.files import append_jsonl, write_json
 from infinitystar.models.vae.checkpoint import save_vae_folder
 from infinitystar.schedule import Schedule
-from infinitystar.train.checkpointing import load_latest_checkpoint, quiet_single_process, save_checkpoint
+from infinitystar.train.checkpoint_checks import resume_from
+from infinitystar.train.checkpointing import quiet_single_process, save_checkpoint
 from infinitystar.train.metrics_log import truncate_metrics
 from infinitystar.train.tokenizer.config import TokenizerTrainConfig
 from infinitystar.train.tokenizer.data import ClipStream, build_data_source, check_video
@@ -320,10 +321,11 @@ class TokenizerTrainer:
             record["fitted_latent_scale"] = self.fitted_latent_scale
         write_json(self.run_dir / "config.json", record, sort_keys=True)
 
-    def resume(self) -> int | None:
-        """Load the newest complete checkpoint of the run folder; returns its step (None if none)."""
+    def resume(self, which: str | int | bool = "latest") -> int | None:
+        """Load a checkpoint of the run folder: the newest ('latest'), the newest intact one ('latest-valid') or a
+        step (see :mod:`infinitystar.train.checkpoint_checks`); returns its step (None if the run has none)."""
         with quiet_single_process():
-            step = load_latest_checkpoint(self.checkpoint_dir, self.state())
+            step = resume_from(self.checkpoint_dir, self.state(), which)
         if step is not None:
             self.step = int(step)
             self._schedules.clear()
@@ -333,15 +335,16 @@ class TokenizerTrainer:
         with quiet_single_process():
             return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep)
 
-    def fit(self, steps: int | None = None, *, resume: bool = False) -> list[dict[str, Any]]:
+    def fit(self, steps: int | None = None, *, resume: bool | str | int = False) -> list[dict[str, Any]]:
         """Train until ``steps`` (default ``cfg.steps``) and export the VAE; returns this call's metrics.
 
-        ``resume=True`` continues from the newest checkpoint in the run folder; without it a run
+        ``resume=True`` continues from the newest checkpoint in the run folder ('latest-valid': the newest intact one;
+        a number: that step); without it a run
         folder that already holds checkpoints is refused (so nothing is silently overwritten).
         """
         steps = self.cfg.steps if steps is None else int(steps)
         if resume:
-            start = self.resume()
+            start = self.resume("latest" if resume is True else resume)
             # lines written after the checkpoint this run restarts from
             truncate_metrics(self.metrics_path, start if start is not None else 0)
         elif self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir()):

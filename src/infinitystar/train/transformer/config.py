@@ -23,6 +23,7 @@ from infinitystar import config_dicts
 from infinitystar.config_dicts import apply_overrides
 from infinitystar.models.config import TransformerConfig, get_preset
 from infinitystar.sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
+from infinitystar.train.checkpoint_checks import parse_resume
 from infinitystar.train.optim import LR_SCHEDULES
 from infinitystar.train.recipe import read_recipe
 
@@ -241,7 +242,9 @@ class TrainConfig:
     out: str = "runs/train"  #: run folder: config, checkpoints, metrics, final model
     steps: int = 100  #: optimizer steps in total (a resumed run continues up to this)
     seed: int = 0  #: model init and every random draw of the data path
-    resume: bool = False  #: continue from the newest complete checkpoint in ``out``
+    #: continue the run in ``out``: true or 'latest' (the newest checkpoint), 'latest-valid' (the newest intact one)
+    #: or a step number
+    resume: bool | int | str = False
     device: str = "auto"  #: 'auto' (cuda if available), 'cpu', 'cuda'
     precision: str = "auto"  #: 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'bf16', 'fp32'
     sp_size: int = 1  #: sequence-parallel ranks per data-parallel group (Ulysses)
@@ -261,6 +264,10 @@ class TrainConfig:
             _fail("run", f"sp_size must be >= 1, got {self.sp_size}")
         if self.fsdp_param_dtype not in PARAM_DTYPES:
             _fail("run", f"fsdp_param_dtype must be one of {PARAM_DTYPES}, got {self.fsdp_param_dtype!r}")
+        try:
+            self.resume = parse_resume(self.resume)
+        except ValueError as exc:
+            _fail("run", str(exc))
         if self.save_every < 1 or self.keep < 1:
             _fail("run", "save_every and keep must be >= 1")
         if not self.out:

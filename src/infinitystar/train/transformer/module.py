@@ -102,7 +102,7 @@ def load_init_state(path: str | Path, cfg: TransformerConfig, resolution: str | 
             with ckpt.quiet_single_process():
                 dcp.load(template, checkpoint_id=str(folder), no_dist=True)
         except (Exception, CheckpointException) as exc:  # CheckpointException is a BaseException
-            raise CheckpointError(f"cannot read the model of checkpoint {folder}: {type(exc).__name__}: {exc}") from exc
+            raise CheckpointError(f"cannot read the model of checkpoint {folder}: {ckpt.short_reason(exc)}") from exc
         return _strip(template["model"])
     return load_original_transformer(p, cfg).state_dict()
 

@@ -35,6 +35,7 @@ from infinitystar.models.transformer.checkpoint import save_model_folder
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import Schedule
 from infinitystar.train import checkpointing as ckpt
+from infinitystar.train.checkpoint_checks import resume_from
 from infinitystar.train.distributed import (
     DistEnv,
     all_reduce_sum,
@@ -219,7 +220,9 @@ class Trainer:
 
     def _resume(self) -> None:
         state = self.checkpoint_state()
-        step = ckpt.load_latest_checkpoint(self.run_dir, state)
+        step = resume_from(
+            self.run_dir, state, self.cfg.resume, is_main=self.env.is_main, barrier=lambda: barrier(self.env)
+        )  # the newest checkpoint, the newest intact one or a step: damaged ones are named, never skipped silently
         self.step = int(state["trainer"]["step"])
         self.epoch = int(state["trainer"]["epoch"])
         if step != self.step:
