@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"infinitystar: error: {exc}", file=sys.stderr)
+        if getattr(exc, "rank", 0) == 0:  # an error every rank of a parallel run raises alike: printed by rank 0
+            print(f"infinitystar: error: {exc}", file=sys.stderr)
         return 2
 
 

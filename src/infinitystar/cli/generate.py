@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+from infinitystar.cli.model_options import add_model_arguments, group_size, load_pipeline
 from infinitystar.launch import rank_device, torchrun_env
 
 ORIGINAL_SUFFIX_FLAG = "original"
@@ -102,11 +102,24 @@ def run(args: argparse.Namespace) -> int:
         prompt_suffix=_suffix(args.prompt_suffix),
         sampler=args.sampler,
     )
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}")
+    quiet = args.quiet or not pipe.is_main  # one video on several processes: rank 0 reports
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}{_group_note(pipe)}")
     if args.prompts is None:
-        return _single(pipe, args, common, rewriter, log)
-    return _batch(pipe, args, common, rewriter, log, rank, world)
+        status = _single(pipe, args, common, rewriter, log)
+    else:
+        size = group_size(args)  # the processes of one video share every item; groups would split the items
+        status = _batch(pipe, args, common, rewriter, log, rank // size, world // size)
+    if pipe.parallel is not None:
+        pipe.parallel.finish()  # the other ranks wait for rank 0's file
+    return status
+
+
+def _group_note(pipe) -> str:
+    run = pipe.parallel
+    if run is None:
+        return ""
+    return f" (rank 0 of {run.world_size} processes: {run.config.flags()})"
 
 
 def _prompt(text: str, rewriter, log) -> str:
@@ -133,6 +146,8 @@ def _single(pipe, args, common, rewriter, log) -> int:
         progress=not args.quiet,
         **common,
     )
+    if not pipe.is_main:
+        return 0  # rank 0 writes the video
     path = Path(args.out) if args.out else Path(default_filename(args.prompt, out.seed, out.is_image))
     if out.is_image and path.suffix.lower() == ".mp4" and args.out is None:
         path = path.with_suffix(".png")
@@ -169,8 +184,9 @@ def _batch(pipe, args, common, rewriter, log, rank: int, world: int) -> int:
         progress=not args.quiet,
         log=log,
     )
-    print(
-        f"rank {rank}/{world}: {summary.generated} generated, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed, in {args.out_dir}"
-    )
+    if pipe.is_main:
+        print(
+            f"rank {rank}/{world}: {summary.generated} generated, {summary.skipped} already done, "
+            f"{len(summary.failed)} failed, in {args.out_dir}"
+        )
     return 1 if summary.failed else 0

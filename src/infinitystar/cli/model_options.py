@@ -12,9 +12,10 @@ import argparse
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) -> None:
-    """``--checkpoint``, ``--resolution``, ``--device``, ``--dtype``, ``--offload`` and, with ``speed``, the speed and
-    memory group (``--compile``, ``--token-chunk``)."""
+def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True, parallel: bool = True) -> None:
+    """``--checkpoint``, ``--resolution``, ``--device``, ``--dtype``, ``--offload``; with ``speed`` the speed and
+    memory group (``--compile``, ``--token-chunk``); with ``parallel`` the several-processes group (``--sp-size``,
+    ``--cfg-parallel``, ``--fsdp``) for commands whose every rank can follow rank 0's generations."""
     group = parser.add_argument_group("model")
     group.add_argument("--checkpoint", help="model folder: our layout or the released one (default: built-in model)")
     group.add_argument("--resolution", help="480p or 720p (picks the weights in a released folder holding both)")
@@ -23,6 +24,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) 
     group.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
     if speed:
         add_speed_arguments(parser)
+    if parallel:
+        add_parallel_arguments(parser)
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,25 +41,62 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "one video on several processes",
+        "launch with torchrun --nproc_per_node N, N = K (x 2 with --cfg-parallel); the same seed gives the same video "
+        "as one process",
+    )
+    group.add_argument(
+        "--sp-size",
+        type=int,
+        default=1,
+        metavar="K",
+        help="sequence parallel: split every step's tokens and attention heads over K processes (K must divide the "
+        "model's key/value heads: 8 for 8B, 2 for the built-in model; default 1)",
+    )
+    group.add_argument(
+        "--cfg-parallel",
+        action="store_true",
+        help="guidance parallel: the conditional and unconditional rows on two sets of processes (2 x K in all)",
+    )
+    group.add_argument(
+        "--fsdp", action="store_true", help="shard the transformer blocks' weights over the processes (FSDP2)"
+    )
+
+
+def group_size(args: argparse.Namespace) -> int:
+    """Processes that generate one video together (1 without the parallel flags)."""
+    return max(1, getattr(args, "sp_size", 1)) * (2 if getattr(args, "cfg_parallel", False) else 1)
+
+
 def check_model_arguments(args: argparse.Namespace) -> None:
     """Checks that need no model (run before loading one)."""
     token_chunk = getattr(args, "token_chunk", None)
     if token_chunk is not None and token_chunk < 0:
         raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {token_chunk}")
+    sp_size = getattr(args, "sp_size", 1)
+    if sp_size < 1:
+        raise ValueError(f"--sp-size must be >= 1 (the processes that share every step), got {sp_size}")
 
 
 def load_pipeline(args: argparse.Namespace, device: str | None = None):
     """The pipeline the model options name, with its inference options set; ``device`` overrides ``--device``
     (a torchrun rank's own GPU)."""
+    from infinitystar.generation.parallel import ParallelConfig
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
     check_model_arguments(args)
+    parallel = ParallelConfig(
+        getattr(args, "sp_size", 1), bool(getattr(args, "cfg_parallel", False)), bool(getattr(args, "fsdp", False))
+    )
     pipe = InfinityStarPipeline.from_pretrained(
         args.checkpoint,
         device=device if device is not None else args.device,
         dtype=args.dtype,
         resolution=args.resolution,
         offload_text_encoder=getattr(args, "offload", False),
+        parallel=parallel,
     )
     if getattr(args, "token_chunk", None) is not None:
         pipe.transformer.inference.token_chunk = args.token_chunk or None

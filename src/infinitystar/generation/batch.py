@@ -72,6 +72,9 @@ def run_batch(
             summary.failed.append((item.name, str(exc)))
             print(f"infinitystar: skipped {item.name}: {exc}", file=sys.stderr)
             continue
+        if not getattr(pipe, "is_main", True):  # a rank of a parallel generation other than 0: rank 0 writes
+            summary.generated += 1
+            continue
         out.save(path)
         summary.generated += 1
         record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}

@@ -46,7 +46,10 @@ class GenerationResult:
     def save(self, path: str | Path) -> Path:
         """Write ``.mp4`` / ``.gif`` (a video) or ``.png`` (an image), prompt and seed in its metadata."""
         if self.frames is None:
-            raise ValueError("this result holds latents only (output_type='latent'); nothing to save as media")
+            raise ValueError(
+                "this result holds latents only (output_type='latent', or a rank other than 0 of a parallel "
+                "generation); nothing to save as media"
+            )
         frames = torch.as_tensor(np.asarray(self.frames))
         meta = {"comment": f"seed={self.seed}; prompt={self.prompt}", "title": self.prompt, "seed": str(self.seed)}
         return write_video(path, frames, fps=self.fps, metadata=meta)

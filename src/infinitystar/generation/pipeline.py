@@ -18,9 +18,16 @@ import torch
 
 from infinitystar.devices import parse_dtype, resolve_device
 from infinitystar.generation.inputs import load_image_input, load_video_input
-from infinitystar.generation.layouts import Components, load_components, model_folder, save_own_layout
+from infinitystar.generation.layouts import (
+    Components,
+    load_components,
+    model_folder,
+    read_transformer_config,
+    save_own_layout,
+)
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
 from infinitystar.generation.output import GenerationResult
+from infinitystar.generation.parallel import ParallelConfig, ParallelRun, start_parallel
 from infinitystar.generation.plan import (
     PipelineConfig,
     Request,
@@ -50,6 +57,10 @@ class InfinityStarPipeline:
         pipe = InfinityStarPipeline.from_pretrained()           # the built-in default model
         out = pipe("a red circle moving right on a black background", seed=0)
         out.save("circle.mp4"); out.frames.shape                # (T, H, W, 3) uint8
+
+    Under ``torchrun``, ``from_pretrained(..., parallel=ParallelConfig(sp_size=2, cfg_parallel=True))`` splits each
+    video over the processes (:mod:`.parallel`): every rank calls the pipeline with the same arguments; rank 0
+    (``pipe.is_main``) gets the frames, the other ranks the latents only (``frames`` None).
     """
 
     def __init__(
@@ -60,12 +71,14 @@ class InfinityStarPipeline:
         config: PipelineConfig | None = None,
         *,
         offload_text_encoder: bool = False,
+        parallel: ParallelRun | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
         self.text_encoder = text_encoder
         self.config = config or PipelineConfig()
         self.offload_text_encoder = offload_text_encoder
+        self.parallel = parallel
         self.progress_bar_config: dict[str, Any] = {}
         if text_encoder.channels != transformer.cfg.text_channels:
             raise ValueError(
@@ -85,6 +98,7 @@ class InfinityStarPipeline:
         resolution: str | None = None,
         offload_text_encoder: bool = False,
         config: PipelineConfig | None = None,
+        parallel: ParallelConfig | None = None,
     ) -> InfinityStarPipeline:
         """Load a model folder; ``path=None`` loads the built-in default model.
 
@@ -94,13 +108,27 @@ class InfinityStarPipeline:
         ``resolution`` picks the 480p or 720p weights when both are present (default 720p).
         ``dtype``: the transformer's blocks (default bf16 on CUDA, fp32 on CPU; embeddings and
         heads stay fp32). ``offload_text_encoder`` moves T5 to the CPU after each encoding.
-        ``config`` overrides the generation settings the folder implies.
+        ``config`` overrides the generation settings the folder implies. ``parallel`` splits every generation over
+        the processes of a ``torchrun`` launch (each rank then takes its own GPU unless ``device`` names one);
+        a setup that cannot work (process count, heads, devices) fails here, before the weights load.
         """
+        folder = model_folder(path)
+        run = None
+        if parallel is not None and parallel.enabled:
+            run = start_parallel(parallel, device, read_transformer_config(folder, resolution))
+            device = run.device
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
-        parts = load_components(model_folder(path), device, dtype, resolution, config)
+        parts = load_components(folder, device, dtype, resolution, config)
+        if run is not None:
+            run.shard_weights(parts.transformer)
         return cls(
-            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=offload_text_encoder
+            parts.transformer,
+            parts.vae,
+            parts.text_encoder,
+            parts.config,
+            offload_text_encoder=offload_text_encoder,
+            parallel=run,
         )
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None) -> Path:
@@ -118,6 +146,11 @@ class InfinityStarPipeline:
     @property
     def device(self) -> torch.device:
         return self.transformer.device
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process returns the frames: always in one process, rank 0 of a parallel generation."""
+        return self.parallel is None or self.parallel.is_main
 
     def set_progress_bar_config(self, **kwargs) -> None:
         """tqdm options for the step progress bar, e.g. ``disable=True``."""
@@ -235,7 +268,8 @@ class InfinityStarPipeline:
 
         schedules = [self.schedule(req.h_div_w, latent_frames(w.frames)) for w in windows]
         total = sum(s.num_steps for s in schedules)
-        bar_cfg = {"disable": not progress, "unit": "step", "desc": req.mode, **self.progress_bar_config}
+        bar_cfg = {"disable": not progress or not self.is_main, "unit": "step", "desc": req.mode}
+        bar_cfg.update(self.progress_bar_config)
         frames = known  # float [3, N, H, W] in [-1, 1] on the CPU, or None
         latents: list[torch.Tensor] = []
         done = 0
@@ -249,7 +283,7 @@ class InfinityStarPipeline:
                     callback(done, total, record)
 
             for i, (w, sched) in enumerate(zip(windows, schedules)):
-                forced = self._timed(timings, "encode", self._context_bits, frames, w, sched, generator)
+                forced = self._forced_bits(frames, w, sched, generator, timings)
                 t0 = time.perf_counter()
                 out = generate_latent(
                     self.transformer,
@@ -261,14 +295,15 @@ class InfinityStarPipeline:
                     exact_forcing=exact_forcing,
                     negative_text=negative,
                     on_step=on_step,
+                    parallel=self.parallel,
                 )
                 timings["transformer"] = timings.get("transformer", 0.0) + time.perf_counter() - t0
                 latents.append(out.latent)
-                if req.output_type == "latent" and len(windows) == 1:
-                    return None, latents
+                if (req.output_type == "latent" and len(windows) == 1) or not self.is_main:
+                    continue  # no frames to make (a parallel run decodes on rank 0)
                 decoded = self._timed(timings, "decode", self._decode, out.latent)  # [3, T, H, W]
                 frames = self._append(frames, decoded, w, first=(i == 0))
-        return (None if req.output_type == "latent" else frames), latents
+        return (None if req.output_type == "latent" or not self.is_main else frames), latents
 
     @staticmethod
     def _timed(timings: dict[str, float], phase: str, fn, *args):
@@ -307,6 +342,14 @@ class InfinityStarPipeline:
         feats = self._run_text_encoder([check_prompt(negative_prompt, "negative_prompt")])[0]
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
         return feats
+
+    def _forced_bits(self, frames, w: Window, schedule: Schedule, generator, timings) -> list[torch.Tensor] | None:
+        """The window's teacher-forced bits; in a parallel run rank 0 encodes them (the only rank with the frames and
+        the generator's state) and broadcasts them."""
+        if self.parallel is not None and not self.is_main:
+            return self.parallel.broadcast_forced(None, schedule)
+        forced = self._timed(timings, "encode", self._context_bits, frames, w, schedule, generator)
+        return forced if self.parallel is None else self.parallel.broadcast_forced(forced, schedule)
 
     def _context_bits(self, frames, w: Window, schedule: Schedule, generator) -> list[torch.Tensor] | None:
         """Bits of a window's teacher-forced steps (None without context): its context frames, the last
