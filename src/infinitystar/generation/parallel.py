@@ -218,9 +218,10 @@ class ParallelRun:
         if not self.config.cfg_parallel:
             return rows, lengths
         if rows.shape[0] != 2:
-            raise ValueError(
+            raise ParallelSetupError(
                 "--cfg-parallel puts the conditional and the unconditional rows on two sets of processes, so it "
-                "needs guidance: use guidance apg or cfg with a scale other than 1, or drop --cfg-parallel"
+                "needs guidance: use guidance apg or cfg with a scale other than 1, or drop --cfg-parallel",
+                self.rank,
             )
         return rows[self.row : self.row + 1], lengths[self.row : self.row + 1]
 
