@@ -62,3 +62,18 @@ def test_summary_table_has_one_row_per_run_with_its_command(runs):
     assert len(out) == 2 + 2
     assert "`python bench/bench_generate.py --model tiny`" in out[2]
     assert "`python bench/bench_generate.py --model builtin --token-chunk 64 --mode i2v`" in out[3]
+
+
+@pytest.mark.slow
+def test_parallel_bench_accounts_for_every_phase_and_the_all_to_all(tmp_path):
+    out = tmp_path / "parallel.jsonl"
+    text = _run("bench_parallel.py", "--model", "tiny", "--resolution", "0.016M", "--runs", "1,sp2", "--json", str(out))
+    one, sp2 = (json.loads(line) for line in out.read_text().splitlines())
+    assert (one["processes"], sp2["processes"], sp2["flags"]) == (1, 2, "--sp-size 2")
+    assert one["frames"] == sp2["frames"] and one["computed_steps"] == sp2["computed_steps"] == sp2["steps"]
+    for r in (one, sp2):
+        assert sum(r["phases"].values()) == pytest.approx(r["total_s"], rel=1e-6)
+        assert 0 < r["largest_step_s"] <= r["steps_s"] < r["transformer_s"]
+    assert one["all_to_all_s"] == 0 and 0 < sp2["all_to_all_s"] < sp2["steps_s"]
+    assert sp2["phases"]["gather logits on rank 0"] > 0 and one["phases"]["gather logits on rank 0"] == 0
+    assert "| 2 | --sp-size 2 |" in text
