@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         generation = _generate(args, shard(items, rank // size, world // size), out_dir, rank, world, local_rank, log)
         status = 1 if generation["failed"] else 0
         if world > 1:
+            if rank % size:  # the other processes of a video: rank 0 of the group reports
+                return status
             print(
                 f"rank {rank}/{world}: {generation['generated']} generated, {generation['skipped']} already done, "
                 f"{len(generation['failed'])} failed, in {out_dir}. Scoring runs in one process: rerun this "

@@ -145,10 +145,13 @@ def check_devices(records: list[tuple[str, str, str]]) -> None:
 
 
 def _device_records(device: torch.device, problem: str, world: int) -> list[tuple[str, str, str]]:
-    """Every rank's ``(host, device, problem)``, all-gathered as fixed-size byte records over the CPU (gloo)."""
+    """Every rank's ``(host, device, problem)``, all-gathered as fixed-size byte records over the CPU (gloo), where
+    a rank that could not resolve its device still takes part."""
     text = f"{socket.gethostname()}|{device}|{problem}".encode()[:_RECORD_BYTES]
     mine = torch.zeros(_RECORD_BYTES, dtype=torch.uint8)
     mine[: len(text)] = torch.tensor(list(text), dtype=torch.uint8)
+    if dist.get_backend() == "nccl":  # a process group made by the caller, without gloo: the records go by GPU
+        mine = mine.to(device)
     got = [torch.empty_like(mine) for _ in range(world)]
     dist.all_gather(got, mine)
     return [tuple(bytes(t.tolist()).rstrip(b"\0").decode(errors="replace").split("|", 2)) for t in got]
