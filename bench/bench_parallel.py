@@ -14,7 +14,8 @@ cores divided by the processes, at least 1; more processes than cores share them
 Printed per run (rank 0's view): wall time by phase (text encoder, text prefill, the transformer steps grouped by
 clip and scale kind, of which the all-to-alls around attention, including waiting for the slowest rank; gathering
 the logits on rank 0; broadcasting the bits; sampling and the loop; VAE decode on rank 0), the mean time per computed
-step and that of the largest step; then one summary row per run.
+step and that of the largest step, and the CPU seconds every process spent in the steps (the work the split adds,
+whatever else runs on the machine; wall times on a shared machine are not); then one summary row per run.
 """
 
 from __future__ import annotations
@@ -101,6 +102,30 @@ def _pipeline(spec: ParallelSpec):
     return pipe, run, device
 
 
+def _count_step_cpu(timed: TimedTransformer) -> list[float]:
+    """Add the CPU time (all threads of this process) of every step to the returned one-element list: work done,
+    whatever else the machine runs (wall time is not)."""
+    cpu = [0.0]
+    wall_step = timed.step
+
+    def step(*args):
+        c0 = time.process_time()
+        out = wall_step(*args)
+        cpu[0] += time.process_time() - c0
+        return out
+
+    timed.step = step
+    return cpu
+
+
+def _gather(value: float, world: int) -> list[float]:
+    import torch.distributed as dist
+
+    got = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
+    dist.all_gather(got, torch.tensor([value], dtype=torch.float64))  # CPU tensors: the gloo part of the group
+    return [t.item() for t in got]
+
+
 def run_one(spec: ParallelSpec) -> dict | None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(spec.threads)
@@ -112,16 +137,20 @@ def run_one(spec: ParallelSpec) -> dict | None:
         run.broadcast_bits = Timed(run.broadcast_bits, "broadcast bits", comm, clock)
     timed = TimedTransformer(pipe.transformer, clock, PeakMemory(device))
     pipe.transformer = timed
+    cpu = _count_step_cpu(timed)
     kwargs = dict(duration=spec.duration, seed=spec.seed, progress=False)
     t0 = time.perf_counter()
     pipe(PROMPT, **kwargs)  # warm-up
     warm = time.perf_counter() - t0
     timed.prefill, timed.steps = 0.0, {}
     comm.clear()
+    cpu[0] = 0.0
     clock.sync()
     result = pipe(PROMPT, **kwargs)
     clock.sync()
+    step_cpu = [cpu[0]]
     if run is not None:
+        step_cpu = _gather(cpu[0], run.world_size)
         run.finish()
     if not pipe.is_main:
         return None
@@ -154,6 +183,7 @@ def run_one(spec: ParallelSpec) -> dict | None:
         "transformer_s": t["transformer"],
         "steps_s": steps_total,
         "all_to_all_s": comm.get("all-to-all", 0.0),
+        "step_cpu_s": step_cpu,  #: CPU seconds of the steps, per rank
         "largest_step_s": timed.steps.get(largest, 0.0),
         "phases": phases,
     }
@@ -188,6 +218,8 @@ def report(r: dict) -> None:
     for name, sec in r["phases"].items():
         print(f"| {name} | {sec:.3f} | {100 * sec / r['total_s']:.0f}% |")
     print(f"| of the steps: all-to-all around attention (incl. waiting) | {r['all_to_all_s']:.3f} | |")
+    cpu = ", ".join(f"{c:.2f}" for c in r["step_cpu_s"])
+    print(f"| CPU seconds of the steps, per process | {cpu} | |")
     per_step = r["steps_s"] / max(1, r["computed_steps"])
     print(
         f"\ntotal {r['total_s']:.2f} s (warm-up {r['warmup_s']:.2f} s); transformer {r['transformer_s']:.2f} s; "
@@ -198,14 +230,18 @@ def report(r: dict) -> None:
 
 def summary(rows: list[dict]) -> None:
     base = rows[0]
-    print("\n| processes | flags | threads each | total s | transformer s | all-to-all s | per step ms | largest ms |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "\n| processes | flags | threads each | total s | transformer s | all-to-all s | per step ms | largest ms "
+        "| step CPU s, all processes |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         per_step = 1000 * r["steps_s"] / max(1, r["computed_steps"])
         print(
             f"| {r['processes']} | {r['flags'] or '-'} | {r['spec']['threads']} | {r['total_s']:.2f} | "
             f"{r['transformer_s']:.2f} ({r['transformer_s'] / base['transformer_s']:.2f}x) | {r['all_to_all_s']:.2f} | "
-            f"{per_step:.1f} | {1000 * r['largest_step_s']:.1f} |"
+            f"{per_step:.1f} | {1000 * r['largest_step_s']:.1f} | {sum(r['step_cpu_s']):.2f} "
+            f"({sum(r['step_cpu_s']) / sum(base['step_cpu_s']):.2f}x) |"
         )
 
 

@@ -58,7 +58,7 @@ class StepRecord:
 
     step: Step
     codes_input: torch.Tensor | None  #: [1, 64, pt, ph, pw], None if the forward was skipped
-    logits: torch.Tensor | None  #: raw head output [R, N, 2d], None if the forward was skipped
+    logits: torch.Tensor | None  #: raw head output [R, N, 2d], None if the forward was skipped (or not on rank 0)
     sampled: torch.Tensor | None  #: drawn bits [1, pt, ph, pw, d], None if nothing was drawn
     bits: torch.Tensor  #: bits added to the running sum (forced or sampled)
     forced: bool

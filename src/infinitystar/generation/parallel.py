@@ -171,11 +171,11 @@ def start_parallel(
         dev, problem = rank_device(device, local), ""
     except ValueError as exc:
         dev, problem = torch.device("cpu"), str(exc)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # before the group: NCCL binds to the current device
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if dev.type == "cuda" else "gloo"  # gloo also carries the CPU checks
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
     try:
         check_devices(_device_records(dev, problem, world))
     except ValueError as exc:
