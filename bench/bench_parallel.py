@@ -21,6 +21,7 @@ whatever else runs on the machine; wall times on a shared machine are not); then
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -186,6 +187,8 @@ def run_one(spec: ParallelSpec) -> dict | None:
         "step_cpu_s": step_cpu,  #: CPU seconds of the steps, per rank
         "largest_step_s": timed.steps.get(largest, 0.0),
         "phases": phases,
+        #: of the generated latent: equal across runs when the split draws the bits of one process
+        "latent_sha256": hashlib.sha256(result.latents[0].float().cpu().numpy().tobytes()).hexdigest()[:16],
     }
 
 
@@ -232,16 +235,16 @@ def summary(rows: list[dict]) -> None:
     base = rows[0]
     print(
         "\n| processes | flags | threads each | total s | transformer s | all-to-all s | per step ms | largest ms "
-        "| step CPU s, all processes |"
+        "| step CPU s, all processes | latent sha256 |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         per_step = 1000 * r["steps_s"] / max(1, r["computed_steps"])
         print(
             f"| {r['processes']} | {r['flags'] or '-'} | {r['spec']['threads']} | {r['total_s']:.2f} | "
             f"{r['transformer_s']:.2f} ({r['transformer_s'] / base['transformer_s']:.2f}x) | {r['all_to_all_s']:.2f} | "
             f"{per_step:.1f} | {1000 * r['largest_step_s']:.1f} | {sum(r['step_cpu_s']):.2f} "
-            f"({sum(r['step_cpu_s']) / sum(base['step_cpu_s']):.2f}x) |"
+            f"({sum(r['step_cpu_s']) / sum(base['step_cpu_s']):.2f}x) | {r['latent_sha256']} |"
         )
 
 

@@ -76,5 +76,6 @@ def test_parallel_bench_accounts_for_every_phase_and_the_all_to_all(tmp_path):
         assert 0 < r["largest_step_s"] <= r["steps_s"] < r["transformer_s"]
     assert one["all_to_all_s"] == 0 and 0 < sp2["all_to_all_s"] < sp2["steps_s"]
     assert len(one["step_cpu_s"]) == 1 and len(sp2["step_cpu_s"]) == 2 and min(sp2["step_cpu_s"]) > 0
+    assert one["latent_sha256"] == sp2["latent_sha256"]  # the same video
     assert sp2["phases"]["gather logits on rank 0"] > 0 and one["phases"]["gather logits on rank 0"] == 0
     assert "| 2 | --sp-size 2 |" in text
