@@ -81,3 +81,20 @@ def test_quantize_bench_prints_the_logit_error_and_the_smaller_blocks():
     worst, mean, flipped = float(cells[3]), float(cells[4]), float(cells[5].rstrip("%"))
     assert 0 < mean <= worst < 0.05 and 0 <= flipped < 5
     assert "74% smaller" in cells[6]  # fp32 -> int8 with a scale and a zero point per row
+
+
+@pytest.mark.slow
+def test_parallel_bench_accounts_for_every_phase_and_the_all_to_all(tmp_path):
+    out = tmp_path / "parallel.jsonl"
+    text = _run("bench_parallel.py", "--model", "tiny", "--resolution", "0.016M", "--runs", "1,sp2", "--json", str(out))
+    one, sp2 = (json.loads(line) for line in out.read_text().splitlines())
+    assert (one["processes"], sp2["processes"], sp2["flags"]) == (1, 2, "--sp-size 2")
+    assert one["frames"] == sp2["frames"] and one["computed_steps"] == sp2["computed_steps"] == sp2["steps"]
+    for r in (one, sp2):
+        assert sum(r["phases"].values()) == pytest.approx(r["total_s"], rel=1e-6)
+        assert 0 < r["largest_step_s"] <= r["steps_s"] < r["transformer_s"]
+    assert one["all_to_all_s"] == 0 and 0 < sp2["all_to_all_s"] < sp2["steps_s"]
+    assert len(one["step_cpu_s"]) == 1 and len(sp2["step_cpu_s"]) == 2 and min(sp2["step_cpu_s"]) > 0
+    assert one["latent_sha256"] == sp2["latent_sha256"]  # the same video
+    assert sp2["phases"]["gather logits on rank 0"] > 0 and one["phases"]["gather logits on rank 0"] == 0
+    assert "| 2 | --sp-size 2 |" in text

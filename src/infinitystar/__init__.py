@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "InfinityStarPipeline": "infinitystar.generation.pipeline",
     "PipelineConfig": "infinitystar.generation.plan",
+    "ParallelConfig": "infinitystar.generation.parallel",
     "GenerationResult": "infinitystar.generation.output",
     "VideoVAE": "infinitystar.models.vae.model",
     "InfinityTransformer": "infinitystar.models.transformer.model",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from infinitystar.generation.memory import (
     GIB,
+    block_matmul_params,
     block_weight_bytes_estimate,
     estimate_generation_memory,
     fastest_fitting,
@@ -114,3 +115,19 @@ def test_plan_orders_every_setting_and_picks_the_fastest_that_fits():
     small = fastest_fitting(rows, 12)
     assert small.offload in ("blocks", "all") and fits(small, 12)
     assert fastest_fitting(rows, 2) is None
+
+
+def test_per_process_estimate_of_one_video_on_several_processes():
+    cfg = get_preset("8b").transformer
+    sched = build_schedule(9 / 16, "720p", latent_frames(81))
+    one = estimate_generation_memory(cfg, sched, mlp_chunk_tokens=8192)
+    sp2 = estimate_generation_memory(cfg, sched, mlp_chunk_tokens=8192, sp_size=2)
+    assert sp2.kv_cache == one.kv_cache / 2  # sharded by key/value head
+    assert sp2.weights == one.weights and sp2.activations < one.activations
+    cfg2 = estimate_generation_memory(cfg, sched, mlp_chunk_tokens=8192, cfg_parallel=True)
+    assert cfg2.kv_cache == one.kv_cache / 2  # one guidance row
+    fsdp = estimate_generation_memory(cfg, sched, mlp_chunk_tokens=8192, sp_size=2, fsdp=True)
+    block = (block_matmul_params(cfg) + 2 * 4096 + 2 * 128) * 2  # one block in bf16, its four norms included
+    assert abs(fsdp.weights - (one.weights - 36 * block / 2 + 2 * block)) < 1  # half the blocks + two gathered
+    # the target: two 24 GB cards hold one 8B copy and make a 720p 5 s video (estimate, not measured)
+    assert fsdp.total / GIB < 20 < one.total / GIB

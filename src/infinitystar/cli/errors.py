@@ -80,5 +80,6 @@ def report_errors(debug: bool, hint: Callable[[], str | None]) -> Iterator[Outco
         message = user_error_message(exc)
         if debug or message is None:
             raise
-        print(f"infinitystar: error: {message}", file=sys.stderr)
+        if getattr(exc, "rank", 0) == 0:  # an error every rank of a parallel run raises alike: printed by rank 0
+            print(f"infinitystar: error: {message}", file=sys.stderr)
         outcome.status = USAGE_STATUS

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from infinitystar.cli.arg_types import seed_arg
-from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+from infinitystar.cli.model_options import add_model_arguments, group_size, load_pipeline
 from infinitystar.generation.ranges import SEED_HELP, draw_seed
 
 
@@ -100,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     generation = None
     if not args.no_generate:
-        generation = _generate(args, shard(items, rank, world), out_dir, rank, world, local_rank, log)
+        size = group_size(args)  # the processes of one video (--sp-size, --cfg-parallel) share every item
+        generation = _generate(args, shard(items, rank // size, world // size), out_dir, rank, world, local_rank, log)
         status = 1 if generation["failed"] else 0
         if world > 1:
+            if rank % size:  # the other processes of a video: rank 0 of the group reports
+                return status
             print(
                 f"rank {rank}/{world}: {generation['generated']} generated, {generation['skipped']} already done, "
                 f"{len(generation['failed'])} failed, in {out_dir}. Scoring runs in one process: rerun this "
@@ -145,6 +148,8 @@ def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int
         progress=not args.quiet,
         log=log,
     )
+    if pipe.parallel is not None:
+        pipe.parallel.finish()  # the other ranks of each video wait for rank 0's files
     result["generated"] = summary.generated
     result["skipped"] += summary.skipped
     result["failed"] = [{"name": n, "error": e} for n, e in summary.failed]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from infinitystar.cli.arg_types import SEED_FLAG_HELP, count_arg, seed_arg
 from infinitystar.cli.generate_checks import check_model_and_options, plan_batch, plan_single, repair_arguments
-from infinitystar.cli.model_options import add_model_arguments, load_pipeline
+from infinitystar.cli.model_options import add_model_arguments, group_size, load_pipeline
 from infinitystar.generation.ranges import GUIDANCE_WARN_ABOVE, TEMPERATURE_MIN, TEMPERATURE_WARN_ABOVE
 from infinitystar.launch import rank_device, torchrun_env
 
@@ -122,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_single(args, config)[0]
     else:
         args.resume_hint = "rerun the same command to continue the batch where it stopped (finished outputs are kept)"
-        plan = _batch_todo(args, config, rank, world)
+        size = group_size(args)  # the processes of one video share every item; groups split the items
+        plan = _batch_todo(args, config, rank // size, world // size, show=rank % size == 0)
         if not plan[0]:
-            return _report_batch(args, rank, world, plan, None)
+            return _report_batch(args, rank // size, world // size, plan, None, show=rank % size == 0)
 
     t0 = time.perf_counter()
     pipe = load_pipeline(args, device=device)
@@ -143,11 +144,24 @@ def run(args: argparse.Namespace) -> int:
         prompt_suffix=_suffix(args.prompt_suffix),
         sampler=args.sampler,
     )
-    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}")
+    quiet = args.quiet or not pipe.is_main  # one video on several processes: rank 0 reports
+    log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
+    log(f"loaded model in {time.perf_counter() - t0:.1f} s on {pipe.device}{_group_note(pipe)}")
     if args.prompts is None:
-        return _single(pipe, args, common, rewriter, log, plan)
-    return _batch(pipe, args, common, rewriter, log, rank, world, plan)
+        status = _single(pipe, args, common, rewriter, log, plan)
+    else:
+        size = group_size(args)
+        status = _batch(pipe, args, common, rewriter, log, rank // size, world // size, plan)
+    if pipe.parallel is not None:
+        pipe.parallel.finish()  # the other ranks wait for rank 0's file
+    return status
+
+
+def _group_note(pipe) -> str:
+    run = pipe.parallel
+    if run is None:
+        return ""
+    return f" (rank 0 of {run.world_size} processes: {run.config.flags()})"
 
 
 def _prompt(text: str, rewriter, log) -> str:
@@ -177,6 +191,8 @@ def _single(pipe, args, common, rewriter, log, outputs) -> int:
             progress=not args.quiet,
             **common,
         )
+        if not pipe.is_main:
+            continue  # one video on several processes: rank 0 writes it
         path = output.path or Path(default_filename(args.prompt, out.seed, out.is_image))
         path = save_output(out, path, explicit=output.path is not None, overwrite=args.overwrite)
         seconds = out.timings.get("total", 0.0)
@@ -185,14 +201,14 @@ def _single(pipe, args, common, rewriter, log, outputs) -> int:
     return 0
 
 
-def _batch_todo(args, config, rank: int, world: int) -> tuple[list, list[str], int]:
+def _batch_todo(args, config, rank: int, world: int, *, show: bool = True) -> tuple[list, list[str], int]:
     """(this rank's items still to generate, the bad items of the file, how many are already done); the bad items
     are reported now, before anything runs."""
     from infinitystar.generation.batch import output_done, output_path
     from infinitystar.generation.prompt_files import shard
 
     items, problems = plan_batch(args, config, rank)
-    if problems and rank == 0:
+    if problems and rank == 0 and show:
         listing = "\n  ".join(problems)
         print(
             f"infinitystar: {len(problems)} bad item(s) in {args.prompts} are skipped (fix them and rerun; finished "
@@ -210,12 +226,14 @@ def _batch_todo(args, config, rank: int, world: int) -> tuple[list, list[str], i
     return todo, problems, len(mine) - len(todo)
 
 
-def _report_batch(args, rank: int, world: int, plan, summary) -> int:
+def _report_batch(args, rank: int, world: int, plan, summary, *, show: bool = True) -> int:
+    """The batch's one-line summary (printed by the process that writes, ``show``); the exit status."""
     _, problems, done = plan
     generated = summary.generated if summary is not None else 0
     skipped = done + (summary.skipped if summary is not None else 0)
     failed = (len(summary.failed) if summary is not None else 0) + (len(problems) if rank == 0 else 0)
-    print(f"rank {rank}/{world}: {generated} generated, {skipped} already done, {failed} failed, in {args.out_dir}")
+    if show:
+        print(f"rank {rank}/{world}: {generated} generated, {skipped} already done, {failed} failed, in {args.out_dir}")
     return 1 if failed else 0
 
 
@@ -242,4 +260,4 @@ def _batch(pipe, args, common, rewriter, log, rank: int, world: int, plan) -> in
         log=log,
         overwrite=args.overwrite,
     )
-    return _report_batch(args, rank, world, plan, summary)
+    return _report_batch(args, rank, world, plan, summary, show=pipe.is_main)

@@ -23,7 +23,34 @@ def add_parser(sub) -> None:
     plan.add_argument("--gpu-memory", type=float, help="GiB of the card: name the fastest setting that fits")
     plan.add_argument("--token-chunk", type=int, default=8192, help="tokens per block chunk (0 = whole scales)")
     plan.add_argument("--no-guidance", action="store_true", help="one row instead of two (guidance off)")
+    par = info.add_argument_group("memory per process of one video on several processes (see generate)")
+    par.add_argument("--sp-size", type=int, default=1, metavar="K", help="sequence-parallel processes (default 1)")
+    par.add_argument("--cfg-parallel", action="store_true", help="guidance parallel (2 x K processes)")
+    par.add_argument("--fsdp", action="store_true", help="the blocks' weights sharded over the processes")
     info.set_defaults(func=run)
+
+
+def _parallel_note(args: argparse.Namespace) -> tuple[dict, str]:
+    """The estimate's parallel settings (checked against the 8B model's heads) and how the table says them."""
+    from infinitystar.generation.parallel import ParallelConfig
+    from infinitystar.models.config import get_preset
+    from infinitystar.parallel import check_heads
+
+    if args.sp_size < 1:
+        raise ValueError(f"--sp-size must be >= 1, got {args.sp_size}")
+    big = get_preset("8b").transformer
+    check_heads(big.num_heads, big.num_kv_heads, args.sp_size)
+    config = ParallelConfig(args.sp_size, args.cfg_parallel, args.fsdp)
+    if not config.enabled:
+        return {}, ""
+    if config.world_size == 1:
+        raise ValueError("--fsdp shards the weights over the processes of one video: add --sp-size K or --cfg-parallel")
+    kw = {"sp_size": config.sp_size, "cfg_parallel": config.cfg_parallel, "fsdp": config.fsdp}
+    return kw, (
+        f"One video on {config.world_size} processes ({config.flags()}): memory of each process (sequence parallel "
+        "divides the KV cache\nand the activations by K, guidance parallel computes one row, FSDP keeps 1/N of the "
+        "blocks plus two gathered)."
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from infinitystar.sizes import RESOLUTIONS, latent_frames, parse_aspect_ratio, pixel_size, video_frames_for_duration
 
     h_div_w = parse_aspect_ratio(args.aspect_ratio)
+    parallel, note = _parallel_note(args)
     print(f"infinitystar {__version__}\n")
     print("Model presets")
     print(f"  {'name':<8} {'layers':>6} {'width':>6} {'heads':>5} {'kv':>3} {'mlp':>6} {'params':>9}  description")
@@ -51,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nSchedules at aspect ratio {args.aspect_ratio} (h/w {h_div_w:.3f})")
     print(
         f"  {'resolution':<10} {'pixels':>10} {'duration':>8} {'frames':>6} {'scales':>6} {'steps':>5} {'tokens':>8}"
-        f"  {'8B GPU memory (estimate)':>24}"
+        f"  {'8B GPU memory' + (' per process' if parallel else '') + ' (estimate)':>24}"
     )
     big = get_preset("8b").transformer
     chunk = InferenceOptions().token_chunk  # the MLP runs over chunks of this many tokens by default
@@ -62,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
             sched = build_schedule(h_div_w, res, latent_frames(frames))
             h, w = pixel_size(h_div_w, res)
             dur = "image" if seconds == 0 else f"{seconds} s"
-            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk, **vae).gib()
+            mem = estimate_generation_memory(big, sched, mlp_chunk_tokens=chunk, **vae, **parallel).gib()
             lean = estimate_generation_memory(
-                big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk, **vae
+                big, sched, offload_text_encoder=True, mlp_chunk_tokens=chunk, **vae, **parallel
             ).gib()
             print(
                 f"  {res:<10} {f'{h}x{w}':>10} {dur:>8} {frames:>6} {len(sched.scales):>6} "
@@ -78,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         "\nthe CPU. Every setting (--quantize, --offload blocks): infinitystar info --resolution 720p --duration 5"
         " [--gpu-memory 24]"
     )
+    if note:
+        print(note)
     print(f"Released schedule settings: {', '.join(SCHEDULE_SPECS)}")
     from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, MODEL_INDEX
 

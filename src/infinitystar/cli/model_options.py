@@ -15,10 +15,12 @@ QUANTIZE_CHOICES = ("int8", "fp8")  # infinitystar.models.transformer.quantize.Q
 OFFLOAD_CHOICES = ("none", "text", "blocks", "all")  # infinitystar.generation.placement.OFFLOAD_MODES
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True, parallel: bool = True) -> None:
     """``--checkpoint``, ``--transformer``, ``--resolution``, ``--device``, ``--dtype``, ``--vae-dtype``,
-    ``--quantize``, ``--offload``, the hub group (``--revision``, ``--cache-dir``, ``--local-files-only``) and, with
-    ``speed``, the speed and memory group (``--compile``, ``--token-chunk``)."""
+    ``--quantize``, ``--offload``, the hub group (``--revision``, ``--cache-dir``, ``--local-files-only``); with
+    ``speed`` the speed and memory group (``--compile``, ``--token-chunk``); with ``parallel`` the several-processes
+    group (``--sp-size``, ``--cfg-parallel``, ``--fsdp``) for commands whose every rank can follow rank 0's
+    generations."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--checkpoint",
@@ -56,6 +58,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) 
     add_hub_arguments(parser)
     if speed:
         add_speed_arguments(parser)
+    if parallel:
+        add_parallel_arguments(parser)
 
 
 def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,19 +96,55 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_parallel_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "one video on several processes",
+        "launch with torchrun --nproc_per_node N, N = K (x 2 with --cfg-parallel); the same seed gives the same video "
+        "as one process",
+    )
+    group.add_argument(
+        "--sp-size",
+        type=int,
+        default=1,
+        metavar="K",
+        help="sequence parallel: split every step's tokens and attention heads over K processes (K must divide the "
+        "model's key/value heads: 8 for 8B, 2 for the built-in model; default 1)",
+    )
+    group.add_argument(
+        "--cfg-parallel",
+        action="store_true",
+        help="guidance parallel: the conditional and unconditional rows on two sets of processes (2 x K in all)",
+    )
+    group.add_argument(
+        "--fsdp", action="store_true", help="shard the transformer blocks' weights over the processes (FSDP2)"
+    )
+
+
+def group_size(args: argparse.Namespace) -> int:
+    """Processes that generate one video together (1 without the parallel flags)."""
+    return max(1, getattr(args, "sp_size", 1)) * (2 if getattr(args, "cfg_parallel", False) else 1)
+
+
 def check_model_arguments(args: argparse.Namespace) -> None:
     """Checks that need no model (run before loading one)."""
     token_chunk = getattr(args, "token_chunk", None)
     if token_chunk is not None and token_chunk < 0:
         raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {token_chunk}")
+    sp_size = getattr(args, "sp_size", 1)
+    if sp_size < 1:
+        raise ValueError(f"--sp-size must be >= 1 (the processes that share every step), got {sp_size}")
 
 
 def load_pipeline(args: argparse.Namespace, device: str | None = None):
     """The pipeline the model options name, with its inference options set; ``device`` overrides ``--device``
     (a torchrun rank's own GPU)."""
+    from infinitystar.generation.parallel import ParallelConfig
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
     check_model_arguments(args)
+    parallel = ParallelConfig(
+        getattr(args, "sp_size", 1), bool(getattr(args, "cfg_parallel", False)), bool(getattr(args, "fsdp", False))
+    )
     pipe = InfinityStarPipeline.from_pretrained(
         args.checkpoint,
         device=device if device is not None else args.device,
@@ -117,6 +157,7 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
         revision=getattr(args, "revision", None),
         cache_dir=getattr(args, "cache_dir", None),
         local_files_only=bool(getattr(args, "local_files_only", False)),
+        parallel=parallel,
     )
     if getattr(args, "token_chunk", None) is not None:
         pipe.transformer.inference.token_chunk = args.token_chunk or None

@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    add_model_arguments(p)
+    add_model_arguments(p, parallel=False)  # one process: the other ranks would have to follow each request
     p.add_argument("--max-upload-mb", type=float, default=50.0, help="largest accepted upload in MB (default 50)")
     p.add_argument(
         "--max-duration", type=int, help="longest video offered, in seconds (default: twice the model's window)"

@@ -99,6 +99,9 @@ def run_batch(
             where = f"{item.source} ({item.name})" if item.source else item.name
             print(f"infinitystar: skipped {where}: {exc}", file=sys.stderr)
             continue
+        if not getattr(pipe, "is_main", True):  # a rank of a parallel generation other than 0: rank 0 writes
+            summary.generated += 1
+            continue
         out.save(path)
         summary.generated += 1
         record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}

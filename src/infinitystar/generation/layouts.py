@@ -176,6 +176,20 @@ def load_components(
     return load_released(root, transformer_weights or weights, res, device, dtype, config, vae_dtype)
 
 
+def read_transformer_config(path: Path, resolution: str | None) -> TransformerConfig:
+    """The transformer's architecture of a model folder of either layout, read without loading a weight (checks
+    that depend on it, such as the head count a sequence-parallel run splits, come before the minutes of loading)."""
+    if (path / MODEL_INDEX).is_file():
+        return TransformerConfig.from_dict(_read(path / "transformer" / "config.json"))
+    from infinitystar.models.transformer.checkpoint import infer_transformer_config
+
+    try:
+        _, weights, _ = released_root(path, resolution)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
+    return infer_transformer_config(weights)
+
+
 def load_released(
     root: Path, weights: Path, resolution: str, device, dtype, config: PipelineConfig | None, vae_dtype=torch.float32
 ) -> Components:

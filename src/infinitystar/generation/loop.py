@@ -58,7 +58,7 @@ class StepRecord:
 
     step: Step
     codes_input: torch.Tensor | None  #: [1, 64, pt, ph, pw], None if the forward was skipped
-    logits: torch.Tensor | None  #: raw head output [R, N, 2d], None if the forward was skipped
+    logits: torch.Tensor | None  #: raw head output [R, N, 2d], None if the forward was skipped (or not on rank 0)
     sampled: torch.Tensor | None  #: drawn bits [1, pt, ph, pw, d], None if nothing was drawn
     bits: torch.Tensor  #: bits added to the running sum (forced or sampled)
     forced: bool
@@ -75,6 +75,26 @@ def _tokens(x: torch.Tensor, rows: int) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2).expand(rows, -1, -1)
 
 
+def _sample(logits: torch.Tensor, options: SamplingOptions, schedule: Schedule, scale: int, generator) -> torch.Tensor:
+    """Temperature, guidance and the draw for the logits ``[R, N, 2d]`` of a step at ``scale``: bits ``[1, N, d]``."""
+    z = apply_temperature(logits.float(), options.temperature_of(schedule, scale))
+    z = guide(z, options.guidance, options.guidance_scale_of(schedule, scale))
+    return sample_bits(z, generator, options.sampler)
+
+
+def _start(model, schedule: Schedule, text, options: SamplingOptions, negative_text, parallel):
+    """The KV cache of a generation with the text prefilled, its number of rows (this rank's, when parallel) and the
+    device of the text (where the running sums live)."""
+    rows_text, lengths = model.text_rows(text, options.guidance.active, negative=negative_text, return_lengths=True)
+    if parallel is None:
+        cache = model.new_cache(schedule, rows_text.shape[0])
+    else:  # this rank's guidance row(s); a cache sharded by key/value head
+        rows_text, lengths = parallel.local_rows(rows_text, lengths)
+        cache = parallel.new_cache(model, schedule, rows_text.shape[0])
+    model.prefill_text(cache, rows_text, lengths)
+    return cache, rows_text.shape[0], rows_text.device
+
+
 @torch.no_grad()
 def generate_latent(
     model,
@@ -87,6 +107,7 @@ def generate_latent(
     exact_forcing: bool = False,
     negative_text: torch.Tensor | None = None,
     on_step: Callable[[StepRecord], None] | None = None,
+    parallel=None,
 ) -> GenerationOutput:
     """Generate the latent of ``schedule`` for text features ``text [L, Ct5]``.
 
@@ -95,17 +116,15 @@ def generate_latent(
     from the generator, exactly as the original does; otherwise only forced steps whose keys and
     values a later scale attends to are computed (the last repetition of a referenced scale),
     which gives the same output distribution for far less work.
+    ``parallel``: this process's :class:`~infinitystar.generation.parallel.ParallelRun` when several processes
+    generate this latent together (every rank calls with the same arguments; rank 0 draws every bit with
+    ``generator`` and broadcasts it, and its step records alone carry the logits, gathered).
     """
     options = options or SamplingOptions()
     forced_bits = list(forced_bits or [])
     if len(forced_bits) > schedule.num_steps:
         raise ValueError(f"{len(forced_bits)} forced steps for a schedule of {schedule.num_steps} steps")
-    rows_text, lengths = model.text_rows(text, options.guidance.active, negative=negative_text, return_lengths=True)
-    rows = rows_text.shape[0]
-    cache = model.new_cache(schedule, rows)
-    model.prefill_text(cache, rows_text, lengths)
-
-    device = rows_text.device
+    cache, rows, device = _start(model, schedule, text, options, negative_text, parallel)
     sums: list[torch.Tensor] = []
     running: RunningSum | None = None
     all_bits: list[torch.Tensor] = []
@@ -118,18 +137,21 @@ def generate_latent(
         forced = step.index < len(forced_bits)
         kv_needed = step.is_last_repetition and schedule.last_user(sc.index) >= 0
         codes_input = logits = sampled = None
+        shape = (1, *sc.shape, schedule.bits(sc.index))
         if not forced or exact_forcing or kv_needed:
             codes_input = running.input_for(sc.index)  # [1, 64, pt, ph, pw]
             logits = model.step(cache, _tokens(codes_input, rows), schedule, step)  # [R, N, 2d]
-        if logits is not None and (not forced or exact_forcing):
-            z = apply_temperature(logits.float(), options.temperature_of(schedule, sc.index))
-            z = guide(z, options.guidance, options.guidance_scale_of(schedule, sc.index))
-            sampled = sample_bits(z, generator, options.sampler).view(1, *sc.shape, schedule.bits(sc.index))
+            if parallel is not None:  # every rank's tokens and rows, on rank 0
+                logits = parallel.gather_logits(logits, sc.num_tokens)
+            if not forced or exact_forcing:
+                if logits is not None:
+                    sampled = _sample(logits, options, schedule, sc.index, generator).view(shape)
+                if parallel is not None:
+                    sampled = parallel.broadcast_bits(sampled, shape)
         if forced:
             bits = forced_bits[step.index].to(device)
-            expected = (1, *sc.shape, schedule.bits(sc.index))
-            if tuple(bits.shape) != expected:
-                raise ValueError(f"forced bits of step {step.index}: shape {tuple(bits.shape)}, expected {expected}")
+            if tuple(bits.shape) != shape:
+                raise ValueError(f"forced bits of step {step.index}: shape {tuple(bits.shape)}, expected {shape}")
         else:
             bits = sampled
         running.add_bits(bits)

@@ -10,6 +10,12 @@ step) and the VAE decode (the same resident weights, no cache, and the decoder's
 one chunk of two latent frames, in the VAE's dtype, plus the decoded video). It leaves out the allocator's
 fragmentation and CUDA's own context. ``bench/`` measures the real peak on a GPU; this is for planning (which card
 fits which setting).
+
+For one video on several processes (``generation.parallel``) it estimates one process: sequence parallel over K
+divides the KV cache (sharded by key/value head) and the per-token activations by K, adding the all-to-all's
+buffers; guidance parallel keeps one row per process; FSDP keeps 1/N of the blocks' weights plus two gathered
+blocks (the running one and the next, whose gather overlaps). The logits rank 0 gathers (fp32, 2 x 128 per token,
+74 MB at 720p) are left out, as the single process's own logits are.
 """
 
 from __future__ import annotations
@@ -111,22 +117,31 @@ def estimate_generation_memory(
     offload_blocks: bool = False,
     vae: VAEConfig | None = None,
     vae_bytes_per_value: int = 4,
+    sp_size: int = 1,
+    cfg_parallel: bool = False,
+    fsdp: bool = False,
 ) -> MemoryEstimate:
-    """Peak memory of one window's generation, in bytes (bf16 weights and activations by default).
+    """Peak memory of one window's generation, in bytes (bf16 weights and activations by default); with
+    ``sp_size`` / ``cfg_parallel`` / ``fsdp``, of one of the processes that generate it together.
 
     ``mlp_chunk_tokens``: if the MLP runs over chunks of this many tokens, its hidden activations
     are bounded by the chunk instead of the whole scale. ``quantize`` ('int8' / 'fp8'): the blocks' matrices in
     8 bits. ``offload_blocks``: only two blocks on the device at a time. ``vae``: count the VAE's weights and
     decode, in ``vae_bytes_per_value`` (4: fp32, the default and the original's ``vae.float()``; 2: bf16).
     """
-    rows = 2 if guidance else 1
+    rows = 1 if cfg_parallel or not guidance else 2  # rows this process computes
     b = bytes_per_value
     c, kvw, h = cfg.embed_dim, cfg.num_kv_heads * cfg.head_dim, cfg.mlp_hidden
     block = block_weight_bytes_estimate(cfg, b, quantize)
     outer = (transformer_params(cfg) - cfg.depth * (block_matmul_params(cfg) + 2 * c + 2 * cfg.head_dim)) * 4  # fp32
-    weights = block * (min(2, cfg.depth) if offload_blocks else cfg.depth) + outer
+    if fsdp:  # the blocks sharded over every process, two of them gathered at a time
+        world = sp_size * (2 if cfg_parallel else 1)
+        resident_blocks = cfg.depth / world + 2
+    else:
+        resident_blocks = min(2, cfg.depth) if offload_blocks else cfg.depth
+    weights = block * resident_blocks + outer
     text = 0.0 if offload_text_encoder else text_encoder_params * 2
-    per_token_kv = 2 * kvw * b * cfg.depth * rows  # K and V of every layer
+    per_token_kv = 2 * kvw * b * cfg.depth * rows / sp_size  # K and V of every layer, this process's heads
     users = [schedule.last_user(s.index) for s in schedule.scales]
     largest = max(s.num_tokens for s in schedule.scales)
     peak_kv = 0.0
@@ -135,9 +150,11 @@ def estimate_generation_memory(
         held = [r for r in range(sc.index + 1) if users[r] >= sc.index and (r < sc.index or users[r] > sc.index)]
         cached = text_tokens + sum(schedule.scales[r].num_tokens for r in held)
         peak_kv = max(peak_kv, cached * per_token_kv)
-    n = largest * rows
+    n = -(-largest // sp_size) * rows  # this process's tokens of the largest scale
     mlp_tokens = n if mlp_chunk_tokens is None else min(n, mlp_chunk_tokens * rows)
     attention = n * (4 * c + 2 * kvw) * b  # residual, normed input, q, attention output + this layer's k, v
+    if sp_size > 1:  # the all-to-all's send copies and received tensors of q, k, v
+        attention += 2 * n * (c + 2 * kvw) * b
     mlp = n * 2 * c * b + mlp_tokens * 4 * h * b  # residual, normed input + gate, up, silu(gate), product
     activations = max(attention, mlp)
     vae_w = vae_params(vae) * vae_bytes_per_value if vae is not None else 0.0

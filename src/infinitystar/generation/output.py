@@ -53,7 +53,10 @@ class GenerationResult:
         its metadata (one JSON record, prompts cut to ``METADATA_PROMPT_CHARS``; read it back with
         :func:`infinitystar.generation.settings.read_settings`)."""
         if self.frames is None:
-            raise ValueError("this result holds latents only (output_type='latent'); nothing to save as media")
+            raise ValueError(
+                "this result holds latents only (output_type='latent', or a rank other than 0 of a parallel "
+                "generation); nothing to save as media"
+            )
         frames = torch.as_tensor(np.asarray(self.frames))
         record = self.settings or {**prompt_fields("prompt", self.prompt), "mode": self.mode, "seed": int(self.seed)}
         return write_video(path, frames, fps=self.fps, metadata=metadata_tags(record))

@@ -24,10 +24,12 @@ from infinitystar.generation.layouts import (
     load_components,
     model_folder,
     parse_vae_dtype,
+    read_transformer_config,
     save_own_layout,
 )
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
 from infinitystar.generation.output import GenerationResult
+from infinitystar.generation.parallel import ParallelConfig, ParallelRun, start_parallel
 from infinitystar.generation.placement import Placement, PlacementError, place_components
 from infinitystar.generation.plan import (
     PipelineConfig,
@@ -61,6 +63,10 @@ class InfinityStarPipeline:
         pipe = InfinityStarPipeline.from_pretrained()           # the built-in default model
         out = pipe("a red circle moving right on a black background", seed=0)
         out.save("circle.mp4"); out.frames.shape                # (T, H, W, 3) uint8
+
+    Under ``torchrun``, ``from_pretrained(..., parallel=ParallelConfig(sp_size=2, cfg_parallel=True))`` splits each
+    video over the processes (:mod:`.parallel`): every rank calls the pipeline with the same arguments; rank 0
+    (``pipe.is_main``) gets the frames, the other ranks the latents only (``frames`` None).
     """
 
     def __init__(
@@ -71,12 +77,14 @@ class InfinityStarPipeline:
         config: PipelineConfig | None = None,
         *,
         offload_text_encoder: bool = False,
+        parallel: ParallelRun | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
         self.text_encoder = text_encoder
         self.config = config or PipelineConfig()
         self.offload_text_encoder = offload_text_encoder
+        self.parallel = parallel
         self.progress_bar_config: dict[str, Any] = {}
         self.name_or_path: str | None = None  #: the name of its folder ('builtin': the built-in model), for metadata
         if text_encoder.channels != transformer.cfg.text_channels:
@@ -104,6 +112,7 @@ class InfinityStarPipeline:
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         local_files_only: bool = False,
+        parallel: ParallelConfig | None = None,
     ) -> InfinityStarPipeline:
         """Load a model folder or a Hugging Face repo id; ``path=None`` loads the built-in default model.
 
@@ -121,17 +130,30 @@ class InfinityStarPipeline:
         ``offload_text_encoder=True``), ``'blocks'`` streams the transformer blocks from the CPU, ``'all'`` both.
         ``config`` overrides the generation settings the folder implies. ``transformer_weights`` replaces the
         folder's transformer (a fine-tuned one: the original's ``global_step_N.pth``, safetensors).
-        ``revision`` / ``cache_dir`` / ``local_files_only``: for a Hugging Face repo id ``path``.
+        ``revision`` / ``cache_dir`` / ``local_files_only``: for a Hugging Face repo id ``path``. ``parallel`` splits
+        every generation over the processes of a ``torchrun`` launch (each rank then takes its own GPU unless
+        ``device`` names one); a setup that cannot work (process count, heads, devices) fails here, before the
+        weights load.
         """
+        hub = HubOptions(revision, cache_dir, local_files_only)
+        folder = model_folder(path, resolution, hub)
+        run = None
+        if parallel is not None and parallel.enabled:
+            run = start_parallel(parallel, device, read_transformer_config(folder, resolution))
+            device = run.device
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
         vae_dtype = parse_vae_dtype(vae_dtype)
         place = Placement.of(device, quantize, "text" if offload is None and offload_text_encoder else offload)
         if offload_text_encoder and not place.offload_text:
             raise PlacementError(f"offload_text_encoder=True contradicts offload={offload!r}; use offload='all'")
-        hub = HubOptions(revision, cache_dir, local_files_only)
+        if run is not None and (place.quantize or place.offload_blocks):
+            raise PlacementError(
+                "quantize / offload='blocks' with a parallel generation is not supported yet: use --fsdp to share "
+                "the weights over the processes instead"
+            )
         parts = load_components(
-            model_folder(path, resolution, hub),
+            folder,
             place.load_device,
             dtype,
             resolution,
@@ -140,8 +162,15 @@ class InfinityStarPipeline:
             transformer_weights=transformer_weights,
         )
         place_components(parts, place)
+        if run is not None:
+            run.shard_weights(parts.transformer)
         pipe = cls(
-            parts.transformer, parts.vae, parts.text_encoder, parts.config, offload_text_encoder=place.offload_text
+            parts.transformer,
+            parts.vae,
+            parts.text_encoder,
+            parts.config,
+            offload_text_encoder=place.offload_text,
+            parallel=run,
         )
         pipe.name_or_path = "builtin" if path is None else Path(path).name  # the name only: no private folders
         return pipe
@@ -167,6 +196,11 @@ class InfinityStarPipeline:
     @property
     def device(self) -> torch.device:
         return self.transformer.device
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process returns the frames: always in one process, rank 0 of a parallel generation."""
+        return self.parallel is None or self.parallel.is_main
 
     def set_progress_bar_config(self, **kwargs) -> None:
         """tqdm options for the step progress bar, e.g. ``disable=True``."""
@@ -312,7 +346,8 @@ class InfinityStarPipeline:
 
         schedules = [self.schedule(req.h_div_w, latent_frames(w.frames)) for w in windows]
         total = sum(s.num_steps for s in schedules)
-        bar_cfg = {"disable": not progress, "unit": "step", "desc": req.mode, **self.progress_bar_config}
+        bar_cfg = {"disable": not progress or not self.is_main, "unit": "step", "desc": req.mode}
+        bar_cfg.update(self.progress_bar_config)
         frames = known  # float [3, N, H, W] in [-1, 1] on the CPU, or None
         latents: list[torch.Tensor] = []
         done = 0
@@ -326,7 +361,7 @@ class InfinityStarPipeline:
                     callback(done, total, record)
 
             for i, (w, sched) in enumerate(zip(windows, schedules)):
-                forced = self._timed(timings, "encode", self._context_bits, frames, w, sched, generator)
+                forced = self._forced_bits(frames, w, sched, generator, timings)
                 t0 = time.perf_counter()
                 out = generate_latent(
                     self.transformer,
@@ -338,14 +373,15 @@ class InfinityStarPipeline:
                     exact_forcing=exact_forcing,
                     negative_text=negative,
                     on_step=on_step,
+                    parallel=self.parallel,
                 )
                 timings["transformer"] = timings.get("transformer", 0.0) + time.perf_counter() - t0
                 latents.append(out.latent)
-                if req.output_type == "latent" and len(windows) == 1:
-                    return None, latents
+                if (req.output_type == "latent" and len(windows) == 1) or not self.is_main:
+                    continue  # no frames to make (a parallel run decodes on rank 0)
                 decoded = self._timed(timings, "decode", self._decode, out.latent)  # [3, T, H, W]
                 frames = self._append(frames, decoded, w, first=(i == 0))
-        return (None if req.output_type == "latent" else frames), latents
+        return (None if req.output_type == "latent" or not self.is_main else frames), latents
 
     @staticmethod
     def _timed(timings: dict[str, float], phase: str, fn, *args):
@@ -382,6 +418,14 @@ class InfinityStarPipeline:
         feats = self._run_text_encoder([negative_prompt])[0]
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
         return feats
+
+    def _forced_bits(self, frames, w: Window, schedule: Schedule, generator, timings) -> list[torch.Tensor] | None:
+        """The window's teacher-forced bits; in a parallel run rank 0 encodes them (the only rank with the frames and
+        the generator's state) and broadcasts them."""
+        if self.parallel is not None and not self.is_main:
+            return self.parallel.broadcast_forced(None, schedule)
+        forced = self._timed(timings, "encode", self._context_bits, frames, w, schedule, generator)
+        return forced if self.parallel is None else self.parallel.broadcast_forced(forced, schedule)
 
     def _context_bits(self, frames, w: Window, schedule: Schedule, generator) -> list[torch.Tensor] | None:
         """Bits of a window's teacher-forced steps (None without context): its context frames, the last

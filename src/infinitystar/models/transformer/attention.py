@@ -112,14 +112,19 @@ class KVCache:
     with the text as ``[text | scale]`` because that is exactly the context its users attend
     to. A stored scale is freed as soon as its last user (``Schedule.last_user``) has run.
     Keys are post-RoPE; both are ``[R, KV, n, hd]`` in the blocks' dtype.
+
+    ``shard`` (an :class:`infinitystar.parallel.SequenceShard`, or None) makes it one rank's part of a
+    sequence-parallel generation: it holds that rank's key/value heads only, and the model's steps run on that
+    rank's tokens.
     """
 
-    def __init__(self, schedule: Schedule, rows: int, depth: int):
+    def __init__(self, schedule: Schedule, rows: int, depth: int, shard=None):
         if rows < 1:
             raise ValueError(f"batch_size must be >= 1, got {rows}")
         self.schedule = schedule
         self.rows = rows
         self.depth = depth
+        self.shard = shard
         self.text_k: list[torch.Tensor | None] = [None] * depth
         self.text_v: list[torch.Tensor | None] = [None] * depth
         self.text_length = 0
@@ -129,6 +134,12 @@ class KVCache:
     @property
     def has_text(self) -> bool:
         return self.text_k[0] is not None
+
+    def set_text(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Keep the text's keys / values ``[R, KV, L, hd]`` of ``layer`` (this rank's heads when sharded)."""
+        if self.shard is not None:
+            k, v = self.shard.heads(k), self.shard.heads(v)
+        self.text_k[layer], self.text_v[layer] = k, v
 
     def context(self, layer: int, refs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """K / V ``[R, KV, L + refs, hd]`` a scale with references ``refs`` attends to besides itself."""

@@ -115,14 +115,31 @@ class BlockRunner:
     def __call__(
         self, options: InferenceOptions, blk, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend
     ) -> torch.Tensor:
-        """One block on ``x [R, N, C]`` with ``attend(q, k, v)``; same result as ``blk(x, cos, sin, attend)``."""
+        """One block on ``x [R, N, C]`` with ``attend(q, k, v)``; same result as ``blk(x, cos, sin, attend)``.
+
+        A block sharded with FSDP2 (``fully_shard``, weight sharding at inference) gathers its weights in its module
+        call; when it runs as pieces instead, they are gathered here around them and freed after.
+        """
         chunk = options.token_chunk
         n = x.shape[1]
         whole = chunk is None or n <= chunk or torch.is_grad_enabled()
         if whole and not options.compile:
             return blk(x, cos, sin, attend)  # the module call itself (its hooks run)
+        sharded = callable(getattr(blk, "unshard", None))  # FSDP2: the module call would gather its weights
+        if sharded:
+            blk.unshard()
+        try:
+            return self._pieces(options, blk, x, cos, sin, attend)
+        finally:
+            if sharded:
+                blk.reshard()
+
+    def _pieces(self, options: InferenceOptions, blk, x, cos, sin, attend) -> torch.Tensor:
+        """The block as its three (compiled) pieces, over token chunks on scales larger than ``token_chunk``."""
+        chunk = options.token_chunk
+        n = x.shape[1]
         qkv, attn_residual, mlp_residual = self._functions(options, type(blk))
-        if whole:
+        if chunk is None or n <= chunk or torch.is_grad_enabled():
             q, k, v = qkv(blk, x, cos, sin)
             return mlp_residual(blk, attn_residual(blk, x, attend(q, k, v)))
         # Pass 1: q, k, v chunk by chunk (the normalised input and RoPE's fp32 temporaries never exist

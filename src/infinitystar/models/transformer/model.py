@@ -305,9 +305,10 @@ class InfinityTransformer(nn.Module):
         return PackedLogits(self._head(self.detail_head, h), self._head(self.semantic_head, h))
 
     # -- inference with a KV cache -------------------------------------------------------------
-    def new_cache(self, schedule: Schedule, batch_size: int) -> KVCache:
-        """An empty cache for one generation of ``batch_size`` rows (2 with guidance)."""
-        return KVCache(schedule, batch_size, len(self.blocks))
+    def new_cache(self, schedule: Schedule, batch_size: int, shard=None) -> KVCache:
+        """An empty cache for one generation of ``batch_size`` rows (2 with guidance); ``shard``: this rank's part
+        of a sequence-parallel generation (an :class:`infinitystar.parallel.SequenceShard`)."""
+        return KVCache(schedule, batch_size, len(self.blocks), shard)
 
     def text_rows(
         self,
@@ -378,7 +379,7 @@ class InfinityTransformer(nn.Module):
     @staticmethod
     def _text_attend(cache: KVCache, layer: int, mask: torch.Tensor | None) -> AttendFn:
         def attend(q, k, v):
-            cache.text_k[layer], cache.text_v[layer] = k, v
+            cache.set_text(layer, k, v)
             return sdpa(q, k, v, mask)
 
         return attend
@@ -390,6 +391,8 @@ class InfinityTransformer(nn.Module):
         ``codes_input [R, N, 64]``: the step's visual input, tokens (t, h, w) row-major. The
         tokens attend to ``[text, ref scales' cached K/V, themselves]``; the head is the scale's
         kind. On the last repetition of a scale that a later scale refers to, its K/V is cached.
+        With a sharded cache (sequence parallel) the logits are this rank's run of tokens
+        (``SequenceShard.tokens``: ``[R, ceil(N / sp), 2d]``, zero-padded at the end).
         """
         if not cache.has_text:
             raise RuntimeError("prefill_text(cache, text) must run before the first step")
@@ -403,14 +406,23 @@ class InfinityTransformer(nn.Module):
             )
         cache.free_unused(sc.index, finished=False)
         store = step.is_last_repetition and schedule.last_user(sc.index) > sc.index
-        x = self.embed_codes(codes_input.to(self.device))  # [R, N, C]
+        codes = codes_input.to(self.device)
         rope = visual_rope(
             schedule, sc.index, step.index, self.cfg.head_dim, self.cfg.rope_theta, self.cfg.rope_text_offset
         )
-        cos, sin = self._rope(rope, x.device)
+        cos, sin = self._rope(rope, codes.device)  # [N, hd/2]
+        shard, n = cache.shard, sc.num_tokens
+        if shard is not None:  # this rank's tokens [R, ceil(N/sp), 64]; all-to-alls around attention
+            codes, cos, sin = shard.tokens(codes, n, 1), shard.tokens(cos, n, 0), shard.tokens(sin, n, 0)
+        x = self.embed_codes(codes)  # [R, N, C] (this rank's tokens when sharded)
         chunk = self.inference.token_chunk
         stored = sc.index if store else None
-        x = self._run_blocks(x, cos, sin, lambda i: self._step_attend(cache, i, sc.ref_scales, stored, chunk))
+
+        def attend_for(i: int) -> AttendFn:
+            attend = self._step_attend(cache, i, sc.ref_scales, stored, chunk)
+            return attend if shard is None else shard.wrap(attend, n)
+
+        x = self._run_blocks(x, cos, sin, attend_for)
         if step.is_last_repetition:
             cache.free_unused(sc.index, finished=True)
         head = self.semantic_head if sc.semantic else self.detail_head

@@ -6,7 +6,8 @@ attention needs the whole sequence: around it, q / k / v go through an all-to-al
 sequence-sharded ``[B, H, T/sp, hd]`` to head-sharded ``[B, H/sp, T, hd]``; each rank attends
 with its heads over all positions under the full mask, and a second all-to-all brings the
 output back to sequence-sharded. This is the original's scheme (its ``sp_size``); it needs the
-query and key/value head counts divisible by ``sp`` and pads T to a multiple of ``sp``.
+query and key/value head counts divisible by ``sp`` and pads T to a multiple of ``sp``. The all-to-alls
+themselves are :mod:`infinitystar.parallel`'s, which inference uses too.
 
 Gradients. After the blocks, the final norm and the heads run on the local positions and the
 logits are gathered, so every rank computes the same loss. The backward of the gather takes
@@ -27,53 +28,29 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from infinitystar.models.transformer.layers import AttendFn
-
-
-def _all_to_all(x: torch.Tensor, group) -> torch.Tensor:
-    """``all_to_all_single`` over dim 0 (chunk j goes to rank j, chunk j of the result came from rank j)."""
-    x = x.contiguous()  # before empty_like, which would copy a permuted layout
-    out = torch.empty_like(x)
-    dist.all_to_all_single(out, x, group=group)
-    return out
-
-
-def _seq_to_heads(x: torch.Tensor, sp: int, group) -> torch.Tensor:
-    """``[B, H, n, hd]`` (this rank's positions, all heads) -> ``[B, H/sp, sp*n, hd]`` (its heads, all positions)."""
-    b, h, n, hd = x.shape
-    chunks = x.view(b, sp, h // sp, n, hd).permute(1, 0, 2, 3, 4)  # [sp, B, H/sp, n, hd]: chunk j -> rank j
-    got = _all_to_all(chunks, group)  # [sp, B, H/sp, n, hd]: got[j] = rank j's positions of my heads
-    return got.permute(1, 2, 0, 3, 4).reshape(b, h // sp, sp * n, hd)  # positions in rank order
-
-
-def _heads_to_seq(x: torch.Tensor, sp: int, group) -> torch.Tensor:
-    """``[B, H/sp, sp*n, hd]`` -> ``[B, H, n, hd]``: the inverse of :func:`_seq_to_heads`."""
-    b, hl, t, hd = x.shape
-    n = t // sp
-    chunks = x.view(b, hl, sp, n, hd).permute(2, 0, 1, 3, 4)  # [sp, B, H/sp, n, hd]: rank j's positions -> j
-    got = _all_to_all(chunks, group)  # [sp, B, H/sp, n, hd]: got[j] = head chunk j of my positions
-    return got.permute(1, 0, 2, 3, 4).reshape(b, sp * hl, n, hd)  # heads in rank order
+from infinitystar.parallel import heads_to_seq, seq_to_heads
 
 
 class _SeqToHeads(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, sp, group):
         ctx.sp, ctx.group = sp, group
-        return _seq_to_heads(x, sp, group)
+        return seq_to_heads(x, sp, group)
 
     @staticmethod
     def backward(ctx, grad):
-        return _heads_to_seq(grad, ctx.sp, ctx.group), None, None
+        return heads_to_seq(grad, ctx.sp, ctx.group), None, None
 
 
 class _HeadsToSeq(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, sp, group):
         ctx.sp, ctx.group = sp, group
-        return _heads_to_seq(x, sp, group)
+        return heads_to_seq(x, sp, group)
 
     @staticmethod
     def backward(ctx, grad):
-        return _seq_to_heads(grad, ctx.sp, ctx.group), None, None
+        return seq_to_heads(grad, ctx.sp, ctx.group), None, None
 
 
 class _Split(torch.autograd.Function):
