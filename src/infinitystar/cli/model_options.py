@@ -21,6 +21,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True) 
     group.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default: cuda if available)")
     group.add_argument("--dtype", choices=DTYPE_CHOICES, help="transformer dtype (default bf16 on GPU, fp32 on CPU)")
     group.add_argument("--offload", action="store_true", help="keep the text encoder on the CPU between prompts")
+    group.add_argument(
+        "--lora",
+        action="append",
+        metavar="PATH[:SCALE]",
+        help="LoRA adapter to load (an adapter folder, a training run or a hub repo id) and its scale (default 1); "
+        "repeat for several",
+    )
     if speed:
         add_speed_arguments(parser)
 
@@ -38,11 +45,18 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_model_arguments(args: argparse.Namespace) -> None:
-    """Checks that need no model (run before loading one)."""
+def check_model_arguments(args: argparse.Namespace) -> list:
+    """Checks that need no model (run before loading one); returns the ``--lora`` adapters (``LoraSpec`` list),
+    each found on disk (or a hub repo id)."""
+    from infinitystar.generation.lora import check_source, parse_lora_spec
+
     token_chunk = getattr(args, "token_chunk", None)
     if token_chunk is not None and token_chunk < 0:
         raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {token_chunk}")
+    specs = [parse_lora_spec(text) for text in getattr(args, "lora", None) or []]
+    for spec in specs:
+        check_source(spec.source)  # a missing or broken folder fails before the model loads
+    return specs
 
 
 def load_pipeline(args: argparse.Namespace, device: str | None = None):
@@ -50,7 +64,7 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
     (a torchrun rank's own GPU)."""
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
-    check_model_arguments(args)
+    adapters = check_model_arguments(args)
     pipe = InfinityStarPipeline.from_pretrained(
         args.checkpoint,
         device=device if device is not None else args.device,
@@ -61,4 +75,6 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
     if getattr(args, "token_chunk", None) is not None:
         pipe.transformer.inference.token_chunk = args.token_chunk or None
     pipe.transformer.inference.compile = bool(getattr(args, "compile", False))
+    for spec in adapters:
+        pipe.load_lora(spec.source, scale=spec.scale)
     return pipe

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infinitystar.files import append_jsonl
+from infinitystar.generation.lora import BatchAdapters
 from infinitystar.generation.prompt_files import PromptItem
 
 
@@ -43,13 +44,16 @@ def run_batch(
 
     ``defaults``: values for item fields the item leaves empty (``duration``, ``image``, ``video``,
     ``aspect_ratio``, ``negative_prompt``); ``common``: keyword arguments for every pipeline call
-    (guidance, temperatures, ...). A bad item (missing image, ...) is reported and skipped.
+    (guidance, temperatures, ...). An item's ``lora`` replaces the adapters loaded on ``pipe`` for that item
+    (:class:`~infinitystar.generation.lora.BatchAdapters`). A bad item (missing image or adapter, ...) is reported
+    and skipped.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     defaults, common = dict(defaults or {}), dict(common or {})
     record_file = out_dir / f"generations.rank{rank}.jsonl"
     summary = BatchSummary()
+    adapters = BatchAdapters(pipe)
     for item in items:
         duration = item.duration if item.duration is not None else defaults.get("duration")
         path = output_path(out_dir, item, image=duration == 0)
@@ -57,6 +61,7 @@ def run_batch(
             summary.skipped += 1
             continue
         try:
+            adapters.use(item.lora)
             out = pipe(
                 rewrite(item.prompt) if rewrite is not None else item.prompt,
                 image=item.image or defaults.get("image"),
@@ -75,6 +80,8 @@ def run_batch(
         out.save(path)
         summary.generated += 1
         record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
+        if item.lora is not None:
+            record["lora"] = {spec.source: spec.scale for spec in item.lora}
         record["seconds"] = round(out.timings.get("total", 0.0), 3)
         with open(record_file, "a", encoding="utf-8") as f:
             append_jsonl(f, record)

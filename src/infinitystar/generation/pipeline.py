@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from infinitystar.devices import parse_dtype, resolve_device
+from infinitystar.generation import lora
 from infinitystar.generation.inputs import load_image_input, load_video_input
 from infinitystar.generation.layouts import Components, load_components, model_folder, save_own_layout
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
@@ -33,6 +34,7 @@ from infinitystar.generation.plan import (
 )
 from infinitystar.media import frames_to_uint8
 from infinitystar.models.quantizer import encode_pyramid
+from infinitystar.models.transformer import lora as lora_runtime
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.models.vae.model import VideoVAE
 from infinitystar.schedule import Schedule, build_schedule
@@ -122,6 +124,35 @@ class InfinityStarPipeline:
     def set_progress_bar_config(self, **kwargs) -> None:
         """tqdm options for the step progress bar, e.g. ``disable=True``."""
         self.progress_bar_config = dict(kwargs)
+
+    # ---- LoRA adapters (infinitystar.generation.lora) ------------------------------------------
+
+    def load_lora(self, path_or_repo_id: str | Path, scale: float = 1.0, name: str | None = None) -> str:
+        """Load a LoRA adapter onto the transformer and return its name; several can be loaded, each with its
+        own ``scale``. ``path_or_repo_id``: an adapter folder (``adapter_config.json`` +
+        ``adapter_model.safetensors``), a training run folder (its ``final/``) or a Hugging Face repo id. An adapter
+        trained for another architecture is refused with the differing fields named."""
+        return lora.load_lora(self.transformer, path_or_repo_id, scale, name)
+
+    @property
+    def lora_adapters(self) -> dict[str, float]:
+        """``{name: scale}`` of the loaded adapters."""
+        return lora_runtime.loaded_adapters(self.transformer)
+
+    def set_lora_scale(self, scale: float, name: str | None = None) -> None:
+        """Scale of adapter ``name`` (every adapter when None); 0 gives exactly the base model."""
+        lora_runtime.set_scale(self.transformer, scale, name)
+
+    def unload_lora(self, name: str | None = None) -> list[str]:
+        """Remove adapter ``name`` (every adapter when None); what :meth:`fuse_lora` fused stays in the weights."""
+        return lora_runtime.detach(self.transformer, name)
+
+    def fuse_lora(self) -> list[str]:
+        """Fuse the active adapters into the weights (base-model speed); :meth:`unfuse_lora` takes them out."""
+        return lora_runtime.fuse(self.transformer)
+
+    def unfuse_lora(self) -> list[str]:
+        return lora_runtime.unfuse(self.transformer)
 
     # ---- schedules -----------------------------------------------------------------------------
 

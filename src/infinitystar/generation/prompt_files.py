@@ -6,8 +6,9 @@ skipping the names that exist, and ranks under torchrun split the items without 
 
 Formats
 - ``.jsonl``: one object per line, ``{"prompt": ...}`` plus optional ``seed``, ``duration``,
-  ``image``, ``video``, ``negative_prompt``, ``aspect_ratio``, ``name``; a bare JSON string line is
-  a prompt. Relative media paths resolve against the file's folder.
+  ``image``, ``video``, ``negative_prompt``, ``aspect_ratio``, ``name``, ``lora`` (``"PATH[:SCALE]"``
+  or a list of them: the adapters of this item, replacing the command's ``--lora``; ``[]`` = none);
+  a bare JSON string line is a prompt. Relative media and adapter paths resolve against the file's folder.
 - ``.json``: a list of such objects, or VBench's prompt list (``prompt_en`` with an optional
   ``refined_prompt``, the rewritten prompt InfinityStar was evaluated with): the refined prompt
   is generated, the file is named after ``prompt_en`` as VBench expects (``{prompt_en}-{k}.mp4``).
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infinitystar.generation.lora import LoraSpec, parse_lora_spec
 from infinitystar.generation.naming import slugify
 
-_ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name"}
+_ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name", "lora"}
 _VBENCH_KEYS = {"prompt_en", "refined_prompt", "dimension", "auxiliary_info"}
 
 
@@ -40,6 +42,8 @@ class PromptItem:
     video: str | None = None
     negative_prompt: str | None = None
     aspect_ratio: str | None = None
+    #: LoRA adapters of this item (None: the command's); see :mod:`infinitystar.generation.lora`
+    lora: tuple[LoraSpec, ...] | None = None
 
 
 def _safe_stem(text: str, limit: int = 180) -> str:
@@ -70,7 +74,21 @@ def _entry(path: Path, where: str, obj: Any) -> dict:
         raise _fail(path, where, f"unknown keys {sorted(unknown)}; accepted: {sorted(_ITEM_KEYS)}")
     if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
         raise _fail(path, where, "needs a non-empty 'prompt' string")
-    return dict(obj)
+    entry = dict(obj)
+    if "lora" in entry:
+        entry["lora"] = _lora(path, where, entry["lora"])
+    return entry
+
+
+def _lora(path: Path, where: str, value: Any) -> tuple[LoraSpec, ...]:
+    """An item's ``lora``: ``"PATH[:SCALE]"`` or a list of them, paths relative to the prompt file's folder."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise _fail(path, where, f"'lora' must be \"PATH[:SCALE]\" or a list of them, got {value!r}")
+    try:
+        return tuple(parse_lora_spec(t, base=path.parent) for t in texts)
+    except ValueError as exc:
+        raise _fail(path, where, str(exc)) from None
 
 
 def _records(path: Path) -> list[tuple[str, Any]]:
@@ -137,6 +155,7 @@ def read_prompt_file(path: str | Path, *, num_samples: int = 1, seed: int = 0) -
                     duration=e.get("duration"),
                     negative_prompt=e.get("negative_prompt"),
                     aspect_ratio=e.get("aspect_ratio"),
+                    lora=e.get("lora"),
                     **media,
                 )
             )
