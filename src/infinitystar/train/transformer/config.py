@@ -167,7 +167,8 @@ class SyntheticSection:
 class DataSection:
     """Where batches come from: a latent cache (``infinitystar extract``) or synthetic data."""
 
-    cache: str | None = None  #: folder written by ``infinitystar extract``
+    #: folder written by ``infinitystar extract``, or a list of them read as one (new data + replayed data)
+    cache: str | list[str] | None = None
     synthetic: SyntheticSection | None = None
     batch_size: int = 1  #: samples per data-parallel rank and micro-step
     #: folder of a T5 encoder for samples without cached text features (encoded online, no grad)

@@ -205,8 +205,9 @@ class Trainer:
             raise ValueError(
                 f"data.cache needs the latent cache reader (infinitystar.train.data.dataset), which failed: {exc}"
             ) from exc
-        if not Path(d.cache).is_dir():
-            raise ValueError(f"latent cache folder not found: {d.cache} (write one with `infinitystar extract`)")
+        for folder in [d.cache] if isinstance(d.cache, str) else d.cache:
+            if not Path(folder).is_dir():
+                raise ValueError(f"latent cache folder not found: {folder} (write one with `infinitystar extract`)")
         return LatentDataset(
             d.cache,
             batch_size=d.batch_size,
