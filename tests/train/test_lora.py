@@ -156,3 +156,71 @@ def test_the_lora_section_from_the_command_line_and_its_errors(base, tmp_path, c
     path.write_text(json.dumps(r))
     assert main(["train", "--config", str(path), "--set", "lora.rank=4", "--print-config"]) == 2
     assert "a LoRA run adapts existing weights: set model.init (--init)" in capsys.readouterr().err
+
+
+def test_init_builtin_adapts_the_built_in_model(tmp_path, capsys):
+    """``--init builtin`` names the packaged model's transformer; its architecture must be the recipe's."""
+    from infinitystar.generation.layouts import BUILTIN_MODEL_DIR
+    from infinitystar.train.transformer.module import load_init_state
+
+    cfg = TrainConfig.load(None, {**_BUILTIN, "model.init": "builtin"}).model.transformer_config()
+    state = load_init_state("builtin", cfg)
+    assert state["blocks.3.mlp.down_proj.weight"].shape == (192, 768)
+    from infinitystar.checkpoints import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"the built-in transformer has \{'embed_dim': 192"):
+        load_init_state("builtin", TINY)
+    assert (BUILTIN_MODEL_DIR / "transformer" / "config.json").is_file()
+
+
+_BUILTIN = {
+    "model.preset": "small",
+    "model.overrides": {
+        "embed_dim": 192, "depth": 4, "num_heads": 4, "num_kv_heads": 2, "mlp_hidden": 768, "block_chunks": 2,
+        "text_channels": 128,
+    },
+    "schedule.resolution": "0.016M",
+    "data.synthetic": {},
+}  # fmt: skip
+
+
+def test_without_peft_a_lora_recipe_names_the_extra(base, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft raises ImportError
+    with pytest.raises(ValueError, match=r"pip install 'infinitystar\[lora\]'"):
+        Trainer(TrainConfig.from_dict(recipe(base, tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_lora_matches_one_process(base, tmp_path):
+    """FSDP2 over 2 gloo ranks (frozen base and trainable adapters in the same sharded blocks) gives the losses and
+    the adapter of one process with the same global batch (no dropout: its masks depend on the rank layout)."""
+    import os
+    import subprocess
+    import sys
+
+    r = recipe(base, tmp_path / "unused", steps=3, lora={"dropout": 0.0}, loss={"cond_drop_prob": 0.3})
+    r["data"]["synthetic"]["num_samples"] = 8
+    r["optim"]["lr"] = 1e-3  # as the full-weight test: Adam amplifies the reduction order's rounding with the rate
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(r))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = ["-m", "infinitystar.cli", "train", "--config", str(path)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    for cmd in ([sys.executable, *cli, "--out", str(tmp_path / "one"), "--batch-size", "4"],
+                [*torchrun, *cli, "--out", str(tmp_path / "two"), "--batch-size", "2"]):  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    m1, m2 = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in m1] == [1, 2, 3] == [r["step"] for r in m2]
+    for a, b in zip(m1, m2):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    w1, w2 = (read_adapter(tmp_path / run / "final").weights for run in ("one", "two"))
+    assert w1.keys() == w2.keys()
+    worst = max(max((w1[k].down - w2[k].down).abs().max(), (w1[k].up - w2[k].up).abs().max()).item() for k in w1)
+    assert worst < 2e-5
+    step = tmp_path / "two" / "step_00000002"
+    assert (step / "rank_00000.pt").is_file() and (step / "rank_00001.pt").is_file()

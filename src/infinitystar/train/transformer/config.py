@@ -62,7 +62,8 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: initial weights: a released-format checkpoint (folder with ``model.safetensors.index.json``
     #: or a ``.safetensors`` file with the original key names), a model folder written by this
-    #: trainer (``config.json`` + ``model.safetensors``), or a run folder / ``step_*`` checkpoint
+    #: trainer (``config.json`` + ``model.safetensors``), a run folder / ``step_*`` checkpoint, or
+    #: ``"builtin"``: the built-in default model's transformer
     init: str | None = None
     attn_impl: str = "auto"  #: 'auto' (FlexAttention on CUDA), 'dense' or 'flex'
 

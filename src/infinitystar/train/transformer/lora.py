@@ -72,9 +72,9 @@ def add_adapters(transformer: nn.Module, section) -> None:
     and freeze everything else. Only modules inside ``blocks`` are targeted."""
     import warnings
 
+    require_peft()
     from peft import inject_adapter_in_model
 
-    require_peft()
     cfg = peft_config(section)
     cfg.target_modules = _block_pattern(section.target_modules)
     with warnings.catch_warnings():  # peft warns about models that are not transformers' PreTrainedModel

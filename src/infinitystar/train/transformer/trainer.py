@@ -77,6 +77,8 @@ class Trainer:
         from infinitystar.train.distributed import init_distributed
 
         self.cfg = cfg
+        if cfg.lora is not None:
+            lora.require_peft()  # before anything is written
         self.env = env or init_distributed(cfg.device, cfg.sp_size)
         self.device = self.env.device
         self.tcfg = cfg.model.transformer_config()
