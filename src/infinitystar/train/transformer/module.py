@@ -78,7 +78,8 @@ def load_init_state(path: str | Path, cfg: TransformerConfig) -> dict[str, torch
 
     p = BUILTIN_MODEL_DIR / "transformer" if str(path) == "builtin" else Path(path)
     if str(path) == "builtin":
-        builtin_cfg = TransformerConfig.from_dict(read_json(p / "config.json", "built-in model config", CheckpointError))
+        found = read_json(p / "config.json", "built-in model config", CheckpointError)
+        builtin_cfg = TransformerConfig.from_dict(found)
         if builtin_cfg != cfg:
             diff = {k: v for k, v in builtin_cfg.to_dict().items() if cfg.to_dict()[k] != v}
             raise CheckpointError(f"--init builtin: the built-in transformer has {diff}; set these model.overrides")
