@@ -251,3 +251,23 @@ def test_caption_options_from_a_config_dict(data):
     assert not any(s.caption.startswith("<<<") for b in ds for s in b)
     with pytest.raises(ValueError, match=r"unknown caption options key\(s\) \['prefix'\]"):
         LatentDataset(data / "cache", batch_size=1, seed=0, captions={"prefix": True})
+
+
+def test_several_caches_read_as_one(data, tmp_path):
+    """New data and replayed data in two caches (e.g. made by two tokenizers): one dataset, keys kept apart."""
+    import shutil
+
+    from infinitystar.train.data.latent_cache import load_latent
+
+    shutil.copytree(data / "cache", tmp_path / "copy")
+    one = LatentDataset(data / "cache", batch_size=1, seed=0, drop_last=False)
+    two = LatentDataset([data / "cache", tmp_path / "copy"], batch_size=1, seed=0, drop_last=False)
+    assert len(two.entries) == 2 * len(one.entries)
+    keys = [e.key for e in two.entries]
+    assert len(set(keys)) == len(keys) and {k.split("/")[0] for k in keys} == {"0", "1"}
+    for i, entry in enumerate(two.entries):
+        original = next(e for e in one.entries if e.key == entry.key.split("/", 1)[1])
+        assert two.entry_dirs[i] == (data / "cache" if entry.key.startswith("0/") else tmp_path / "copy")
+        assert torch.equal(two[i].latent[:, :1], load_latent(data / "cache", original)[:, :1])
+    with pytest.raises(ValueError, match="nope"):
+        LatentDataset([data / "cache", tmp_path / "nope"], batch_size=1, seed=0)

@@ -272,7 +272,7 @@ def test_bad_prompts_and_lists_are_rejected():
     with pytest.raises(ValueError, match="empty"):
         evaluate([], [])
     with pytest.raises(ValueError, match="unknown color"):
-        analyze(video, "pink")
+        analyze(video, "teal")
     with pytest.raises(ValueError, match="still_threshold"):
         EvalConfig(still_threshold=2.0)
 

@@ -97,8 +97,8 @@ def test_render_rejects_bad_arguments(kwargs, message):
 
 
 def test_scene_validation():
-    with pytest.raises(ValueError, match="unknown color 'pink'.*accepted: red"):
-        Scene("pink", "circle", None, "black", 0.2, (0.5, 0.5))
+    with pytest.raises(ValueError, match="unknown color 'teal'.*accepted: red"):
+        Scene("teal", "circle", None, "black", 0.2, (0.5, 0.5))
     with pytest.raises(ValueError, match="unknown shape"):
         Scene("red", "star", None, "black", 0.2, (0.5, 0.5))
     with pytest.raises(ValueError, match="unknown motion"):
@@ -155,7 +155,7 @@ def test_parse_caption_is_tolerant():
     [
         "",
         "a red circle",
-        "a pink circle moving right on a black background",
+        "a teal circle moving right on a black background",
         "a red hexagon moving right on a black background",
         "a red circle moving sideways on a black background",
         "a red circle moving right on a white background",
@@ -170,7 +170,7 @@ def test_parse_caption_rejects_other_text(text):
 
 def test_parse_caption_error_lists_accepted_words():
     with pytest.raises(ValueError) as info:
-        parse_caption("a pink circle on a black background")
+        parse_caption("a teal circle on a black background")
     message = str(info.value)
     assert all(word in message for word in (*COLORS, *SHAPES, *MOTIONS, *BACKGROUNDS))
 

@@ -13,7 +13,7 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,15 +35,20 @@ from infinitystar.app.checks import (
 from infinitystar.generation.naming import default_filename, unique_path
 from infinitystar.sizes import FPS
 
+#: the largest LoRA scale the page offers (0 turns an adapter off; 1 is the scale it was trained at)
+LORA_SCALE_MAX = 2.0
+
 if TYPE_CHECKING:  # pragma: no cover
     from infinitystar.generation.output import GenerationResult
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
 __all__ = [
+    "LORA_SCALE_MAX",
     "DemoResult",
     "DemoSettings",
     "add_to_gallery",
     "aspect_choices",
+    "check_lora_scales",
     "check_request",
     "default_output_dir",
     "generate_media",
@@ -180,6 +185,7 @@ def generate_media(
     settings: DemoSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
     lock: threading.Lock | None = None,
+    lora_scales: Mapping[str, Any] | None = None,
 ) -> DemoResult:
     """Check the inputs of one request, generate, write the result (mp4 or png) into ``output_dir``.
 
@@ -188,7 +194,8 @@ def generate_media(
     the length of the whole result including the given video); ``aspect_ratio`` one of
     :data:`~infinitystar.app.checks.ASPECT_RATIOS`, or ``'auto'`` / None (the upload's, else the model's);
     ``guidance_scale`` None for the model's. ``progress(done, total)`` is called after every scale step.
-    ``lock`` serialises calls that share ``pipe``. Bad inputs raise
+    ``lock`` serialises calls that share ``pipe``. ``lora_scales``: ``{adapter name: scale}`` for adapters the server
+    loaded (``serve --lora``), set for this request only (the page's LoRA sliders). Bad inputs raise
     :class:`~infinitystar.app.checks.DemoInputError`; the pipeline's own input errors (a video too short to
     continue, ...) come through as ``DemoInputError`` with the pipeline's message.
     """
@@ -206,8 +213,9 @@ def generate_media(
         randomize_seed=randomize_seed,
         guidance_scale=guidance_scale,
     )
+    scales = check_lora_scales(pipe, lora_scales)
     t0 = time.perf_counter()
-    result = _run_pipeline(pipe, prompt, kwargs, progress, lock)
+    result = _run_pipeline(pipe, prompt, kwargs, progress, lock, scales)
     return save_result(result, output_dir, time.perf_counter() - t0)
 
 
@@ -252,15 +260,27 @@ def check_request(
     return prompt, kwargs
 
 
+def check_lora_scales(pipe: InfinityStarPipeline, values: Mapping[str, Any] | None) -> dict[str, float]:
+    """``{adapter: scale}`` checked against the adapters the server loaded; each scale in [0, LORA_SCALE_MAX]."""
+    loaded = pipe.lora_adapters
+    out = {}
+    for name, value in (values or {}).items():
+        if name not in loaded:
+            raise DemoInputError(f"no LoRA adapter {name!r} is loaded; loaded: {', '.join(loaded) or 'none'}")
+        out[name] = check_number(value, f"scale of LoRA {name!r}", 0.0, LORA_SCALE_MAX)
+    return out
+
+
 def _run_pipeline(
     pipe: InfinityStarPipeline,
     prompt: str,
     kwargs: dict[str, Any],
     progress: Callable[[int, int], None] | None,
     lock: threading.Lock | None,
+    lora_scales: Mapping[str, float] | None = None,
 ) -> GenerationResult:
-    """Generate under ``lock``; the pipeline's input errors become :class:`DemoInputError` (their message is for
-    the person at the page), anything else propagates."""
+    """Generate under ``lock`` (with this request's LoRA scales, put back afterwards); the pipeline's input errors
+    become :class:`DemoInputError` (their message is for the person at the page), anything else propagates."""
 
     def callback(done: int, total: int, record: Any) -> None:
         if progress is not None:
@@ -268,7 +288,14 @@ def _run_pipeline(
 
     try:
         with lock if lock is not None else contextlib.nullcontext():
-            return pipe(prompt, callback=callback, output_type="np", progress=False, **kwargs)
+            before = pipe.lora_adapters
+            try:
+                for name, scale in (lora_scales or {}).items():
+                    pipe.set_lora_scale(scale, name=name)
+                return pipe(prompt, callback=callback, output_type="np", progress=False, **kwargs)
+            finally:
+                for name in lora_scales or {}:
+                    pipe.set_lora_scale(before[name], name=name)
     except ValueError as exc:  # the pipeline's input checks: their message is for the user
         raise DemoInputError(str(exc)) from exc
 

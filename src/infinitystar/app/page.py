@@ -40,6 +40,7 @@ from infinitystar.app.checks import (
     inspect_upload,
 )
 from infinitystar.app.handlers import (
+    LORA_SCALE_MAX,
     DemoSettings,
     add_to_gallery,
     aspect_choices,
@@ -96,6 +97,7 @@ def build_app(pipe: InfinityStarPipeline, settings: DemoSettings | None = None):
     Every component a test or a script needs has an ``elem_id``: ``{tab}-prompt``, ``{tab}-seed``,
     ``{tab}-random-seed``, ``{tab}-duration``, ``{tab}-aspect``, ``{tab}-guidance``,
     ``{tab}-generate``, ``{tab}-result`` (video or image), ``{tab}-download``, ``{tab}-info``,
+    ``{tab}-lora-{name}`` (one scale slider per LoRA adapter the server loaded, ``serve --lora``),
     ``{tab}-upload`` and ``{tab}-upload-status`` (image-to-video and continuation), and ``gallery``,
     with tab in t2v, t2i, i2v, v2v. Launch it with :func:`launch_app` (which sets the queue and the
     upload limits).
@@ -135,9 +137,14 @@ def _generation_handler(gr, pipe: InfinityStarPipeline, settings: DemoSettings, 
     """
     lock = threading.Lock()
 
+    adapters = list(pipe.lora_adapters)  # one slider per adapter the server loaded, in this order
+
+    # gradio finds the progress bar by its default and inserts it at its position among the positional inputs;
+    # the LoRA sliders' values follow it
     def run(
         mode, prompt, upload, duration, aspect, seed, randomize, scale, gallery,
-        progress=gr.Progress(),  # noqa: B008 (gradio finds the progress bar by this default)
+        progress=gr.Progress(),  # noqa: B008
+        *lora_values,
     ):  # fmt: skip
         def report(done: int, total: int) -> None:
             progress((done, total), desc="scale steps", unit="steps")
@@ -158,6 +165,7 @@ def _generation_handler(gr, pipe: InfinityStarPipeline, settings: DemoSettings, 
                 settings=settings,
                 progress=report,
                 lock=lock,
+                lora_scales=dict(zip(adapters, lora_values)),
             )
         except DemoInputError as exc:
             raise gr.Error(str(exc), duration=None, print_exception=False) from exc
@@ -229,6 +237,17 @@ def _input_panel(gr, tab: _Tab, pipe: InfinityStarPipeline, settings: DemoSettin
         g_low, g_high, value=cfg.guidance_scale, step=0.5, label=f"guidance scale ({cfg.guidance})",
         elem_id=f"{key}-guidance",
     )  # fmt: skip
+    i["lora"] = [
+        gr.Slider(
+            0.0,
+            LORA_SCALE_MAX,
+            value=scale,
+            step=0.05,
+            label=f"LoRA {name} (scale; 0 = off)",
+            elem_id=f"{key}-lora-{name}",
+        )  # fmt: skip
+        for name, scale in pipe.lora_adapters.items()
+    ]
     i["button"] = gr.Button("Generate", variant="primary", elem_id=f"{key}-generate")
     for name in ("seed", "duration", "aspect", "guidance"):  # their values go to the demo's checks (app/lenient.py)
         if name in i:
@@ -295,6 +314,7 @@ def _wire_generate(gr, tab: _Tab, run: Callable, session_gallery, gallery) -> No
             i["random_seed"],
             i["guidance"],
             session_gallery,
+            *i["lora"],
         ],
         outputs=[o["result"], o["download"], o["info"], i["seed"], session_gallery],
         concurrency_limit=1,

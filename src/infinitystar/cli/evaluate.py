@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
         "--world-prompts",
         metavar="SPEC",
         help="write balanced procedural-world prompts to OUT_DIR/world_prompts.jsonl and evaluate them; SPEC is "
-        "SPLIT:N[,SPLIT:N] with SPLIT train, heldout, train-image or heldout-image (e.g. heldout:100,train:100)",
+        "SPLIT:N[,SPLIT:N] with SPLIT train, heldout, train-image or heldout-image, optionally for a colour the "
+        "default world lacks (pink-heldout:100: pink objects, pink's own held-out combinations)",
     )
     p.add_argument("--out-dir", required=True, help="folder of the outputs, scores.jsonl and summary.json")
     gen = p.add_argument_group("generation (skipped with --no-generate)")

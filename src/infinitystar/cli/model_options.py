@@ -55,6 +55,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, speed: bool = True, 
         help="keep on the CPU: text (the text encoder between prompts; the default of a bare --offload), blocks "
         "(the transformer blocks, each streamed to the GPU for its turn), all (both)",
     )
+    group.add_argument(
+        "--lora",
+        action="append",
+        metavar="PATH[:SCALE]",
+        help="LoRA adapter to load (an adapter folder, a training run or a hub repo id) and its scale (default 1); "
+        "repeat for several",
+    )
     add_hub_arguments(parser)
     if speed:
         add_speed_arguments(parser)
@@ -125,14 +132,21 @@ def group_size(args: argparse.Namespace) -> int:
     return max(1, getattr(args, "sp_size", 1)) * (2 if getattr(args, "cfg_parallel", False) else 1)
 
 
-def check_model_arguments(args: argparse.Namespace) -> None:
-    """Checks that need no model (run before loading one)."""
+def check_model_arguments(args: argparse.Namespace) -> list:
+    """Checks that need no model (run before loading one); returns the ``--lora`` adapters (``LoraSpec`` list),
+    each found on disk (or a hub repo id)."""
+    from infinitystar.generation.lora import check_source, parse_lora_spec
+
     token_chunk = getattr(args, "token_chunk", None)
     if token_chunk is not None and token_chunk < 0:
         raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {token_chunk}")
     sp_size = getattr(args, "sp_size", 1)
     if sp_size < 1:
         raise ValueError(f"--sp-size must be >= 1 (the processes that share every step), got {sp_size}")
+    specs = [parse_lora_spec(text) for text in getattr(args, "lora", None) or []]
+    for spec in specs:
+        check_source(spec.source)  # a missing or broken folder fails before the model loads
+    return specs
 
 
 def load_pipeline(args: argparse.Namespace, device: str | None = None):
@@ -141,7 +155,7 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
     from infinitystar.generation.parallel import ParallelConfig
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
-    check_model_arguments(args)
+    adapters = check_model_arguments(args)
     parallel = ParallelConfig(
         getattr(args, "sp_size", 1), bool(getattr(args, "cfg_parallel", False)), bool(getattr(args, "fsdp", False))
     )
@@ -162,4 +176,6 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
     if getattr(args, "token_chunk", None) is not None:
         pipe.transformer.inference.token_chunk = args.token_chunk or None
     pipe.transformer.inference.compile = bool(getattr(args, "compile", False))
+    for spec in adapters:
+        pipe.load_lora(spec.source, scale=spec.scale)
     return pipe

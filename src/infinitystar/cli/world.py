@@ -1,7 +1,8 @@
 """``infinitystar world``: write the procedural world to disk, list its prompts, score generated videos.
 
     infinitystar world write --out data/world -n 10000 [--split train] [--frames 17] [--size 128] [--seed 0]
-    infinitystar world prompts --split heldout -n 36 [--image] > heldout.txt
+    infinitystar world write --out data/pink -n 1000 --colors pink          # a colour the default world lacks
+    infinitystar world prompts --split heldout -n 36 [--image] [--colors pink] > heldout.txt
     infinitystar world eval MANIFEST [--json report.json]
 
 ``eval`` reads a jsonl manifest of ``{"path": ..., "caption": ...}`` lines (paths relative to the manifest's folder;
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> None:
     write.add_argument(
         "--travel-range", type=float, nargs=2, metavar=("LO", "HI"), help="distance moved, fractions of the frame"
     )
+    _add_colors(write)
     write.set_defaults(func=_write)
 
     prompts = actions.add_parser("prompts", help="print N balanced world captions of a split, one per line")
@@ -43,12 +45,29 @@ def add_parser(subparsers) -> None:
     prompts.add_argument("-n", "--num", type=int, default=36)
     prompts.add_argument("--seed", type=int, default=0)
     prompts.add_argument("--image", action="store_true", help="image captions (no motion)")
+    _add_colors(prompts)
     prompts.set_defaults(func=_prompts)
 
     ev = actions.add_parser("eval", help="score videos listed in a manifest against their captions")
     ev.add_argument("manifest", help='jsonl with {"path": ..., "caption": ...[, "reference": image]} lines')
     ev.add_argument("--json", help="also write the summary and per-video reports to this JSON file")
     ev.set_defaults(func=_eval)
+
+
+def _add_colors(parser) -> None:
+    from infinitystar.world.scenes import NEW_COLORS
+
+    parser.add_argument(
+        "--colors",
+        help="comma-separated object colours to draw from (default: the default world's eight); new colours, "
+        f"with their own held-out split: {', '.join(NEW_COLORS)}",
+    )
+
+
+def _colors(text: str | None) -> tuple[str, ...] | None:
+    from infinitystar.world.scenes import check_colors
+
+    return None if text is None else check_colors(tuple(c.strip().lower() for c in text.split(",") if c.strip()))
 
 
 def _write(args: argparse.Namespace) -> int:
@@ -58,7 +77,7 @@ def _write(args: argparse.Namespace) -> int:
     if len(args.size) not in (1, 2):
         raise ValueError("--size takes SIZE or HEIGHT WIDTH")
     size = args.size[0] if len(args.size) == 1 else tuple(args.size)
-    spec = WorldSpec.with_ranges(args.frames, size, args.size_range, args.travel_range)
+    spec = WorldSpec.with_ranges(args.frames, size, args.size_range, args.travel_range, _colors(args.colors))
     manifest = write_world(args.out, args.num, args.seed, args.split, spec, image_fraction=args.image_fraction)
     print(f"wrote {args.num} items and {manifest}")
     return 0
@@ -67,7 +86,7 @@ def _write(args: argparse.Namespace) -> int:
 def _prompts(args: argparse.Namespace) -> int:
     from infinitystar.world.captions import prompts
 
-    for text in prompts(args.split, args.num, args.seed, image=args.image):
+    for text in prompts(args.split, args.num, args.seed, image=args.image, colors=_colors(args.colors)):
         print(text)
     return 0
 

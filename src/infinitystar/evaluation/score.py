@@ -102,11 +102,13 @@ def parse_metrics(
 
 
 def _world_split(parsed) -> str:
-    from infinitystar.world.scenes import HELDOUT_COMBOS
+    """``train``, ``heldout`` or ``image``; prompts of a new colour (pink) get their own: ``pink-heldout``, ..."""
+    from infinitystar.world.scenes import NEW_COLORS, is_held_out
 
+    prefix = f"{parsed.color}-" if parsed.color in NEW_COLORS else ""
     if parsed.motion is None:
-        return "image"
-    return "heldout" if (parsed.color, parsed.shape, parsed.motion) in HELDOUT_COMBOS else "train"
+        return prefix + "image"
+    return prefix + ("heldout" if is_held_out((parsed.color, parsed.shape, parsed.motion)) else "train")
 
 
 def _parse_world(prompt: str):

@@ -53,6 +53,12 @@ def _mean(values: list[float]) -> dict:
     return {"mean": (sum(values) / len(values)) if values else None, "n": len(values)}
 
 
+def _split_order(split: str) -> tuple[int, str, int]:
+    """Default-world splits first (train, heldout, image), then each new colour's (``pink-train``, ...)."""
+    colour, _, base = split.rpartition("-")
+    return (1 if colour else 0, colour, ("train", "heldout", "image").index(base))
+
+
 def _world_accuracy(flags: list[dict]) -> dict:
     def frac(key: str) -> float | None:
         vals = [f[key] for f in flags if f[key] is not None]
@@ -83,7 +89,7 @@ def summarize(report: EvalReport, metrics: Sequence[str], *, fvd: dict | None = 
         flags = [r["world"] for r in rows if "world" in r]
         if flags:
             world = _world_accuracy(flags)
-            splits = sorted({f["split"] for f in flags}, key=("train", "heldout", "image").index)
+            splits = sorted({f["split"] for f in flags}, key=_split_order)
             world["splits"] = {s: _world_accuracy([f for f in flags if f["split"] == s]) for s in splits}
             summary["world"] = world
     return summary

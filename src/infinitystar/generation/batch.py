@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infinitystar.files import append_jsonl
+from infinitystar.generation.lora import BatchAdapters
 from infinitystar.generation.prompt_files import PromptItem
 
 
@@ -65,24 +66,25 @@ def run_batch(
 
     ``defaults``: values for item fields the item leaves empty (``duration``, ``image``, ``video``,
     ``aspect_ratio``, ``negative_prompt``); ``common``: keyword arguments for every pipeline call
-    (guidance, temperatures, ...). A bad item (missing image, ...) is reported and skipped. An existing output
-    counts as done only when it decodes (otherwise it is generated again); ``overwrite`` regenerates every item.
+    (guidance, temperatures, ...). An item's ``lora`` replaces the adapters loaded on ``pipe`` for that item
+    (:class:`~infinitystar.generation.lora.BatchAdapters`). A bad item (missing image or adapter, ...) is reported
+    and skipped. An existing output counts as done only when it decodes (otherwise it is generated again);
+    ``overwrite`` regenerates every item.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     defaults, common = dict(defaults or {}), dict(common or {})
     record_file = out_dir / f"generations.rank{rank}.jsonl"
     summary = BatchSummary()
+    adapters = BatchAdapters(pipe)
     for item in items:
         duration = item.duration if item.duration is not None else defaults.get("duration")
         path = output_path(out_dir, item, image=duration == 0)
-        if path.exists() and not overwrite:
-            problem = output_problem(path)
-            if problem is None:
-                summary.skipped += 1
-                continue
-            print(f"infinitystar: {path} exists but does not decode ({problem}): generating it again", file=sys.stderr)
+        if not overwrite and _already_done(path):
+            summary.skipped += 1
+            continue
         try:
+            adapters.use(item.lora)
             out = pipe(
                 rewrite(item.prompt) if rewrite is not None else item.prompt,
                 image=item.image or defaults.get("image"),
@@ -104,10 +106,28 @@ def run_batch(
             continue
         out.save(path)
         summary.generated += 1
-        record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
-        record["seconds"] = round(out.timings.get("total", 0.0), 3)
+        record = _record(item, out, path)
         with open(record_file, "a", encoding="utf-8") as f:
             append_jsonl(f, record)
         if log is not None:
             log(f"[{rank}] {path.name}: {out.mode}, seed {out.seed}, {record['seconds']} s")
     return summary
+
+
+def _already_done(path: Path) -> bool:
+    """Whether ``path`` holds a finished output (it exists and decodes); a broken one is said and made again."""
+    if not path.exists():
+        return False
+    problem = output_problem(path)
+    if problem is not None:
+        print(f"infinitystar: {path} exists but does not decode ({problem}): generating it again", file=sys.stderr)
+    return problem is None
+
+
+def _record(item: PromptItem, out, path: Path) -> dict:
+    """The ``generations.rank{N}.jsonl`` line of one generated item."""
+    record = {"name": item.name, "path": str(path), "prompt": item.prompt, "seed": out.seed, "mode": out.mode}
+    if item.lora is not None:
+        record["lora"] = {spec.source: spec.scale for spec in item.lora}
+    record["seconds"] = round(out.timings.get("total", 0.0), 3)
+    return record

@@ -28,9 +28,10 @@ from infinitystar.generation.layouts import (
     save_own_layout,
 )
 from infinitystar.generation.loop import SamplingOptions, StepRecord, generate_latent
+from infinitystar.generation.lora import LoraLoaderMixin
 from infinitystar.generation.output import GenerationResult
 from infinitystar.generation.parallel import ParallelConfig, ParallelRun, start_parallel
-from infinitystar.generation.placement import Placement, PlacementError, place_components
+from infinitystar.generation.placement import PlacementError, checked_placement, place_components
 from infinitystar.generation.plan import (
     PipelineConfig,
     Request,
@@ -54,7 +55,7 @@ from infinitystar.sizes import FPS, latent_frames, nearest_template, parse_aspec
 from infinitystar.text.encoders import TextEncoder
 
 
-class InfinityStarPipeline:
+class InfinityStarPipeline(LoraLoaderMixin):
     """Text-to-image, text-to-video, image-to-video, video continuation and long video.
 
     Build it with :meth:`from_pretrained` (the built-in model, our saved layout or the released
@@ -144,14 +145,7 @@ class InfinityStarPipeline:
         device = resolve_device(device)
         dtype = parse_dtype(dtype, device)
         vae_dtype = parse_vae_dtype(vae_dtype)
-        place = Placement.of(device, quantize, "text" if offload is None and offload_text_encoder else offload)
-        if offload_text_encoder and not place.offload_text:
-            raise PlacementError(f"offload_text_encoder=True contradicts offload={offload!r}; use offload='all'")
-        if run is not None and (place.quantize or place.offload_blocks):
-            raise PlacementError(
-                "quantize / offload='blocks' with a parallel generation is not supported yet: use --fsdp to share "
-                "the weights over the processes instead"
-            )
+        place = checked_placement(device, quantize, offload, offload_text_encoder, parallel=run is not None)
         parts = load_components(
             folder,
             place.load_device,
@@ -164,14 +158,8 @@ class InfinityStarPipeline:
         place_components(parts, place)
         if run is not None:
             run.shard_weights(parts.transformer)
-        pipe = cls(
-            parts.transformer,
-            parts.vae,
-            parts.text_encoder,
-            parts.config,
-            offload_text_encoder=place.offload_text,
-            parallel=run,
-        )
+        t, vae, text = parts.transformer, parts.vae, parts.text_encoder
+        pipe = cls(t, vae, text, parts.config, offload_text_encoder=place.offload_text, parallel=run)
         pipe.name_or_path = "builtin" if path is None else Path(path).name  # the name only: no private folders
         return pipe
 

@@ -85,3 +85,16 @@ def place_components(parts, placement: Placement):
     parts.vae.to(placement.device)
     parts.text_encoder.to("cpu" if placement.offload_text else placement.device)
     return parts
+
+
+def checked_placement(device, quantize, offload, offload_text_encoder: bool, parallel: bool) -> Placement:
+    """Where the parts live (quantization, offload), checked against the other arguments before anything loads."""
+    place = Placement.of(device, quantize, "text" if offload is None and offload_text_encoder else offload)
+    if offload_text_encoder and not place.offload_text:
+        raise PlacementError(f"offload_text_encoder=True contradicts offload={offload!r}; use offload='all'")
+    if parallel and (place.quantize or place.offload_blocks):
+        raise PlacementError(
+            "quantize / offload='blocks' with a parallel generation is not supported yet: use --fsdp to share "
+            "the weights over the processes instead"
+        )
+    return place

@@ -6,8 +6,9 @@ skipping the names that exist, and ranks under torchrun split the items without 
 
 Formats
 - ``.jsonl``: one object per line, ``{"prompt": ...}`` plus optional ``seed``, ``duration``,
-  ``image``, ``video``, ``negative_prompt``, ``aspect_ratio``, ``name``; a bare JSON string line is
-  a prompt. Relative media paths resolve against the file's folder.
+  ``image``, ``video``, ``negative_prompt``, ``aspect_ratio``, ``name``, ``lora`` (``"PATH[:SCALE]"``
+  or a list of them: the adapters of this item, replacing the command's ``--lora``; ``[]`` = none);
+  a bare JSON string line is a prompt. Relative media and adapter paths resolve against the file's folder.
 - ``.json``: a list of such objects, or VBench's prompt list (``prompt_en`` with an optional
   ``refined_prompt``, the rewritten prompt InfinityStar was evaluated with): the refined prompt
   is generated, the file is named after ``prompt_en`` as VBench expects (``{prompt_en}-{k}.mp4``).
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infinitystar.generation.lora import LoraSpec, parse_lora_spec
 from infinitystar.generation.naming import slugify
 from infinitystar.generation.prompt_checks import decode_lines, field_problems, utf8_problem, vbench_problems
 
-_ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name"}
+_ITEM_KEYS = {"prompt", "seed", "duration", "image", "video", "negative_prompt", "aspect_ratio", "name", "lora"}
 _VBENCH_KEYS = {"prompt_en", "refined_prompt", "dimension", "auxiliary_info"}
 
 
@@ -42,6 +44,8 @@ class PromptItem:
     negative_prompt: str | None = None
     aspect_ratio: str | None = None
     source: str = ""  #: where it was read, ``file:line`` (or ``file[index]`` for a .json list), for messages
+    #: LoRA adapters of this item (None: the command's); see :mod:`infinitystar.generation.lora`
+    lora: tuple[LoraSpec, ...] | None = None
 
 
 def _safe_stem(text: str, limit: int = 180) -> str:
@@ -79,7 +83,21 @@ def _entry(path: Path, where: str, obj: Any) -> dict:
     problems = field_problems(obj)
     if problems:
         raise _fail(path, where, "; ".join(problems))
-    return dict(obj)
+    entry = dict(obj)
+    if "lora" in entry:
+        entry["lora"] = _lora(path, where, entry["lora"])
+    return entry
+
+
+def _lora(path: Path, where: str, value: Any) -> tuple[LoraSpec, ...]:
+    """An item's ``lora``: ``"PATH[:SCALE]"`` or a list of them, paths relative to the prompt file's folder."""
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise _fail(path, where, f"'lora' must be \"PATH[:SCALE]\" or a list of them, got {value!r}")
+    try:
+        return tuple(parse_lora_spec(t, base=path.parent) for t in texts)
+    except ValueError as exc:
+        raise _fail(path, where, str(exc)) from None
 
 
 class _Unreadable:
@@ -170,6 +188,7 @@ def read_prompt_file(
                     negative_prompt=e.get("negative_prompt"),
                     aspect_ratio=e.get("aspect_ratio"),
                     source=f"{path}{where}",
+                    lora=e.get("lora"),
                     **media,
                 )
             )

@@ -78,6 +78,24 @@ def quiet_single_process():
         yield
 
 
+class TrainableState:
+    """Checkpoint entry for a module whose frozen parameters are not saved (LoRA: the adapters without the base).
+
+    Saved and loaded through the same DCP helpers as a module (FSDP shards, wrapper prefixes stripped), with
+    ``ignore_frozen_params``; loading fills the trainable parameters and leaves the frozen ones as they are (the
+    trainer reloads those from where they came from). An optimizer over these parameters is saved with it.
+    """
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+
+def _module_of(obj: Any) -> nn.Module | None:
+    if isinstance(obj, TrainableState):
+        return obj.module
+    return obj if isinstance(obj, nn.Module) else None
+
+
 def _has_tensor(obj: Any) -> bool:
     if isinstance(obj, torch.Tensor):
         return True
@@ -92,8 +110,9 @@ def _owner_module(opt: torch.optim.Optimizer, state: Mapping[str, Any]) -> nn.Mo
     """The module in ``state`` holding every parameter of ``opt`` (needed by the DCP helpers)."""
     params = {id(p) for g in opt.param_groups for p in g["params"]}
     for obj in state.values():
-        if isinstance(obj, nn.Module) and params <= {id(p) for p in obj.parameters()}:
-            return obj
+        module = _module_of(obj)
+        if module is not None and params <= {id(p) for p in module.parameters()}:
+            return module
     return None
 
 
@@ -114,13 +133,19 @@ def _set_rng_state(s: Mapping[str, Any]) -> None:
 
 def _tensor_state(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``state`` into (DCP-saved tensor state dicts, per-rank picklable values)."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
 
     tensors: dict[str, Any] = {}
     per_rank: dict[str, Any] = {}
     for key, obj in state.items():
         if isinstance(obj, nn.Module):
             tensors[key] = get_model_state_dict(obj)
+        elif isinstance(obj, TrainableState):
+            tensors[key] = get_model_state_dict(obj.module, options=StateDictOptions(ignore_frozen_params=True))
         elif isinstance(obj, torch.optim.Optimizer):
             owner = _owner_module(obj, state)
             tensors[key] = get_optimizer_state_dict(owner, obj) if owner is not None else obj.state_dict()
@@ -248,7 +273,7 @@ def load_latest_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) ->
 def load_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> int:
     """Load one checkpoint folder (``run_dir/step_*``) into ``state``; returns its step."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
 
     folder = Path(folder)
     meta_file = folder / META_NAME
@@ -287,6 +312,8 @@ def load_checkpoint(folder: str | os.PathLike, state: dict[str, Any]) -> int:
         if key in tensors:
             if isinstance(obj, nn.Module):
                 set_model_state_dict(obj, tensors[key])
+            elif isinstance(obj, TrainableState):
+                set_model_state_dict(obj.module, tensors[key], options=StateDictOptions(strict=False))
             elif isinstance(obj, torch.optim.Optimizer):
                 owner = _owner_module(obj, state)
                 if owner is not None:

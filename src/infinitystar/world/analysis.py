@@ -30,18 +30,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import torch
 
+from infinitystar.world.palette import DEFAULT_PALETTE, LUT_BITS, palette_for, palette_lut
 from infinitystar.world.render import _signed_distance
-from infinitystar.world.scenes import BACKGROUNDS, COLORS, SHAPES
+from infinitystar.world.scenes import ALL_COLORS, BACKGROUNDS, SHAPES
 
 __all__ = ["Analysis", "EvalConfig", "analyze", "psnr", "to_frames"]
 
-_PALETTE_NAMES = tuple(COLORS)
-_PALETTE = np.asarray([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float32)  # [8, 3]
 _BACKGROUND_NAMES = tuple(BACKGROUNDS)
 _BACKGROUND_RGB = np.asarray([BACKGROUNDS[b] for b in _BACKGROUND_NAMES], dtype=np.float32)  # [3, 3]
 
@@ -159,29 +157,13 @@ def _measure_background(frames: np.ndarray, border: int) -> np.ndarray:
     return np.median(rim, axis=0)
 
 
-_LUT_BITS = 6  # colour lookup table resolution per channel: bins of 4 levels, at most 3.5 RGB units off
-
-
-@lru_cache(maxsize=1)
-def _palette_lut() -> tuple[np.ndarray, np.ndarray]:
-    """Nearest palette colour and its squared distance for every 6-bit-per-channel RGB bin: ``[2^18]`` each.
-
-    Computed once; classifying a video is then one table lookup per pixel instead of 8 distance computations.
-    """
-    step = 256 >> _LUT_BITS
-    levels = np.arange(0, 256, step, dtype=np.float32) + (step - 1) / 2  # bin centres
-    r, g, b = np.meshgrid(levels, levels, levels, indexing="ij")  # [L, L, L] each
-    rgb = np.stack([r.ravel(), g.ravel(), b.ravel()], 1)  # [L^3, 3]
-    dist2 = ((rgb[:, None, :] - _PALETTE[None]) ** 2).sum(-1)  # [L^3, 8]
-    nearest = dist2.argmin(1)
-    return nearest.astype(np.int8), dist2[np.arange(nearest.size), nearest]
-
-
-def _color_labels(frames: np.ndarray, background: np.ndarray, config: EvalConfig) -> np.ndarray:
-    """Palette index of every pixel, -1 for background and colourless pixels: int8 ``[T, H, W]``."""
-    nearest_lut, dist2_lut = _palette_lut()
-    q = np.rint(frames).astype(np.int32) >> (8 - _LUT_BITS)  # [T, H, W, 3] bin per channel
-    index = (q[..., 0] << (2 * _LUT_BITS)) | (q[..., 1] << _LUT_BITS) | q[..., 2]  # [T, H, W]
+def _color_labels(
+    frames: np.ndarray, background: np.ndarray, config: EvalConfig, names: tuple[str, ...] = DEFAULT_PALETTE
+) -> np.ndarray:
+    """Index into the palette ``names`` of every pixel, -1 for background and colourless pixels: int8 ``[T, H, W]``."""
+    nearest_lut, dist2_lut = palette_lut(names)
+    q = np.rint(frames).astype(np.int32) >> (8 - LUT_BITS)  # [T, H, W, 3] bin per channel
+    index = (q[..., 0] << (2 * LUT_BITS)) | (q[..., 1] << LUT_BITS) | q[..., 2]  # [T, H, W]
     diff = frames - background
     bg_d2 = (diff * diff).sum(-1)  # [T, H, W]
     keep = (dist2_lut[index] <= config.color_threshold**2) & (bg_d2 > config.background_threshold**2)
@@ -348,10 +330,11 @@ def analyze(video, color: str | None = None, config: EvalConfig | None = None) -
     """Find the object in ``video`` (any layout :func:`to_frames` accepts) and measure its colour, shape and motion.
 
     ``color`` names the colour to track (a prompt's colour); when it is absent from the video (or ``None``), the
-    dominant colour is tracked instead, so shape and motion are still measured on whatever object is there.
+    dominant colour is tracked instead, so shape and motion are still measured on whatever object is there. A new
+    colour (``"pink"``) is added to the palette the video is read with (:func:`.palette.palette_for`).
     """
-    if color is not None and color not in COLORS:
-        raise ValueError(f"unknown color {color!r}; accepted: {', '.join(COLORS)}")
+    if color is not None and color not in ALL_COLORS:
+        raise ValueError(f"unknown color {color!r}; accepted: {', '.join(ALL_COLORS)}")
     return _analyze_frames(to_frames(video), color, config or EvalConfig())
 
 
@@ -359,10 +342,11 @@ def _analyze_frames(frames: np.ndarray, color: str | None, config: EvalConfig) -
     """:func:`analyze` on float32 ``[T, H, W, 3]`` frames on the 0-255 scale (the report converts them only once)."""
     t, h, w, _ = frames.shape
     min_pixels = max(1.0, config.min_area * h * w)
+    names = palette_for(color)
     background_rgb = _measure_background(frames, config.border)  # [3]
-    labels = _color_labels(frames, background_rgb, config)  # [T, H, W]
-    color_areas, detected = _dominant_color(labels, min_pixels)
-    tracked, component, present = _pick_object(labels, color, detected, min_pixels, config.min_present)
+    labels = _color_labels(frames, background_rgb, config, names)  # [T, H, W]
+    color_areas, detected = _dominant_color(labels, min_pixels, names)
+    tracked, component, present = _pick_object(labels, color, detected, min_pixels, config.min_present, names)
     shape, shape_scores, track, motion, displacement = None, dict.fromkeys(SHAPES, 0.0), [None] * t, None, None
     if tracked is not None:
         scores = _shape_scores(frames, component, present, background_rgb)  # [T, 3]
@@ -385,25 +369,32 @@ def _analyze_frames(frames: np.ndarray, color: str | None, config: EvalConfig) -
     )
 
 
-def _dominant_color(labels: np.ndarray, min_pixels: float) -> tuple[dict[str, float], str | None]:
+def _dominant_color(
+    labels: np.ndarray, min_pixels: float, names: tuple[str, ...] = DEFAULT_PALETTE
+) -> tuple[dict[str, float], str | None]:
     """Area of each palette colour (fraction of all pixels) and the colour covering the most (``None`` below
     ``min_pixels`` per frame), counting only pixels in patches so that scattered noise cannot outvote the object."""
     t, h, w = labels.shape
     solid = labels[_solid(labels)].astype(np.int64)  # colour pixels inside a patch of their colour
-    counts = np.bincount(solid, minlength=len(_PALETTE_NAMES))  # [8]
-    color_areas = {c: float(counts[k]) / (t * h * w) for k, c in enumerate(_PALETTE_NAMES)}
+    counts = np.bincount(solid, minlength=len(names))  # [P]
+    color_areas = {c: float(counts[k]) / (t * h * w) for k, c in enumerate(names)}
     dominant = int(counts.argmax())
-    return color_areas, _PALETTE_NAMES[dominant] if counts[dominant] / t >= min_pixels else None
+    return color_areas, names[dominant] if counts[dominant] / t >= min_pixels else None
 
 
 def _pick_object(
-    labels: np.ndarray, color: str | None, detected: str | None, min_pixels: float, min_present: float
+    labels: np.ndarray,
+    color: str | None,
+    detected: str | None,
+    min_pixels: float,
+    min_present: float,
+    names: tuple[str, ...] = DEFAULT_PALETTE,
 ) -> tuple[str | None, np.ndarray | None, np.ndarray]:
     """Colour to track (``None``: no object in any frame), its largest component ``[T, H, W]`` and where it counts
     ``[T]``: the named ``color`` if present often enough, else the dominant one, so shape and motion are measured."""
 
     def largest(name: str) -> tuple[np.ndarray, np.ndarray]:  # component [T, H, W], big enough to count [T]
-        component, areas = _largest_components(labels == _PALETTE_NAMES.index(name))
+        component, areas = _largest_components(labels == names.index(name))
         return component, areas >= min_pixels
 
     tracked, component, present = None, None, np.zeros(labels.shape[0], dtype=bool)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 
 from infinitystar.world.scenes import (
+    ALL_COLORS,
     BACKGROUNDS,
-    COLORS,
     MOTIONS,
     SHAPES,
     Scene,
@@ -69,7 +69,7 @@ def _alternatives(words) -> str:
 
 
 _CAPTION = re.compile(
-    rf"^an? (?P<color>{_alternatives(COLORS)}) (?P<shape>{_alternatives(SHAPES)})"
+    rf"^an? (?P<color>{_alternatives(ALL_COLORS)}) (?P<shape>{_alternatives(SHAPES)})"
     rf"(?: (?P<motion>{_alternatives(MOTIONS)}))? on an? (?P<background>{_alternatives(BACKGROUNDS)}) background$"
 )
 
@@ -95,20 +95,23 @@ def parse_caption(text: str) -> ParsedCaption:
     if match is None:
         raise ValueError(
             f"caption {text!r} does not follow the world grammar {GRAMMAR!r} (optionally after a <<<t=Ns>>> tag); "
-            f"colors: {', '.join(COLORS)}; shapes: {', '.join(SHAPES)}; motions: {', '.join(MOTIONS)}; "
+            f"colors: {', '.join(ALL_COLORS)}; shapes: {', '.join(SHAPES)}; motions: {', '.join(MOTIONS)}; "
             f"backgrounds: {', '.join(BACKGROUNDS)}"
         )
     return ParsedCaption(match["color"], match["shape"], match["motion"], match["background"], duration)
 
 
-def prompts(split: str = "train", n: int = 16, seed: int = 0, *, image: bool = False) -> list[str]:
+def prompts(
+    split: str = "train", n: int = 16, seed: int = 0, *, image: bool = False, colors: tuple[str, ...] | None = None
+) -> list[str]:
     """``n`` captions of ``split``, balanced: the split's combinations in a seeded order, cycled, each with a
-    background drawn from the allowed ones. Use these as evaluation prompts (they cover every combination equally)."""
+    background drawn from the allowed ones. Use these as evaluation prompts (they cover every combination equally).
+    ``colors``: the colours to draw from (default: the default world's eight; e.g. ``("pink",)``)."""
     _check_split(split)
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     g = _generator(seed)
-    pool: tuple = _image_pairs(split) if image else combos(split)
+    pool: tuple = _image_pairs(split, colors) if image else combos(split, colors)
     order = torch.randperm(len(pool), generator=g).tolist()
     out = []
     for i in range(n):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from infinitystar.sizes import FPS
-from infinitystar.world.scenes import BACKGROUNDS, COLORS, Scene, _check_frames, _frame_hw
+from infinitystar.world.scenes import ALL_COLORS, BACKGROUNDS, Scene, _check_frames, _frame_hw
 
 __all__ = ["render"]
 
@@ -52,7 +52,7 @@ def render(scene: Scene, frames: int | None = None, size: int | tuple[int, int] 
     side = scene.size * min(h, w)  # object side in pixels
     cx, cy = scene.center(np.arange(frames) / FPS)  # [T] each, frame fractions
     cx, cy = np.asarray(cx, dtype=np.float64) * w, np.asarray(cy, dtype=np.float64) * h  # [T] pixels
-    fg = np.asarray(COLORS[scene.color], dtype=np.float32)
+    fg = np.asarray(ALL_COLORS[scene.color], dtype=np.float32)
     bg = np.asarray(BACKGROUNDS[scene.background], dtype=np.uint8)
     # Only a crop around the object changes: every frame's crop has the same size (the object's box plus a one-pixel
     # rim), so all crops are computed at once and scattered into a padded canvas (crops may hang over the edges).

@@ -65,6 +65,19 @@ class BlockOffload:
         t = t.to("cpu")
         return t.pin_memory() if self.pinned else t
 
+    def refresh(self) -> None:
+        """Take in a change of the blocks' set of tensors (LoRA adapters attached or removed): the new ones move to
+        the host, the ones removed are forgotten; called with no block on the device."""
+        self.finish()
+        for i, blk in enumerate(self.blocks):
+            known = {id(t) for t in self._host[i]}
+            host = []
+            for module, name in _params(blk):
+                if id(getattr(module, name)) not in known:
+                    _set(module, name, map_tensor(getattr(module, name).detach(), self._to_host))
+                host.append(getattr(module, name))
+            self._host[i] = host
+
     @property
     def resident(self) -> list[int]:
         """Blocks with a copy on the device now (running or prefetched)."""

@@ -29,7 +29,7 @@ import warnings
 from collections import deque
 from collections.abc import Hashable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -189,7 +189,9 @@ class LatentDataset(_BucketedDataset):
 
     Args:
         cache_dir: a folder written by ``infinitystar extract`` /
-            :func:`~infinitystar.train.data.extract.extract_latents`.
+            :func:`~infinitystar.train.data.extract.extract_latents`, or a list of them read as one dataset (e.g.
+            new data and replayed data made by different tokenizers; keys become ``{i}/{key}``, so items of
+            different caches never collide).
         batch_size: samples per batch; a bucket's incomplete last batch is dropped unless ``drop_last=False``.
         seed: fixes batch order and caption draws together with the epoch.
         rank, world_size: data-parallel shard; every rank gets ``len(self)`` batches, of disjoint items.
@@ -205,7 +207,7 @@ class LatentDataset(_BucketedDataset):
 
     def __init__(
         self,
-        cache_dir: str | os.PathLike,
+        cache_dir: str | os.PathLike | Sequence[str | os.PathLike],
         *,
         batch_size: int,
         seed: int,
@@ -220,13 +222,21 @@ class LatentDataset(_BucketedDataset):
         prefetch: int = 1,
     ) -> None:
         _check_latent_options(kinds, max_duration)
-        self.cache_dir = Path(cache_dir)
+        several = not isinstance(cache_dir, (str, os.PathLike))
+        self.cache_dirs = [Path(d) for d in cache_dir] if several else [Path(cache_dir)]
+        self.cache_dir = self.cache_dirs[0]
         self.captions = caption_options(captions)
         self.load_text = load_text
         self.max_duration = max_duration
-        entries, durations = _usable_entries(read_index(self.cache_dir), kinds, max_duration)
+        indexed = []  # (cache folder, entry)
+        for i, folder in enumerate(self.cache_dirs):
+            indexed += [(folder, replace(e, key=f"{i}/{e.key}") if several else e) for e in read_index(folder)]
+        where = {id(e): folder for folder, e in indexed}
+        entries, durations = _usable_entries([e for _, e in indexed], kinds, max_duration)
         if not entries:
-            raise ValueError(f"latent cache {self.cache_dir} holds no usable {' or '.join(kinds)} item")
+            shown = ", ".join(map(str, self.cache_dirs))
+            raise ValueError(f"latent cache {shown} holds no usable {' or '.join(kinds)} item")
+        self.entry_dirs = [where[id(e)] for e in entries]
         self.entries = entries
         self.durations = durations
         # bucket = one schedule: aspect template, seconds, and the latent's [h, w] (entries are [64, t, h, w])
@@ -259,8 +269,9 @@ class LatentDataset(_BucketedDataset):
         caption = training_caption(
             entry.kind, entry.caption, entry.alt_caption, entry.quality_prompt, d, self.captions, g
         )
-        latent = load_latent(self.cache_dir, entry, latent_frames_for_seconds(d))  # [64, 4d+1, h, w]
-        text = load_text_features(self.cache_dir, entry, caption) if self.load_text else None
+        folder = self.entry_dirs[index]
+        latent = load_latent(folder, entry, latent_frames_for_seconds(d))  # [64, 4d+1, h, w]
+        text = load_text_features(folder, entry, caption) if self.load_text else None
         return TrainSample(entry.key, latent, caption, text, entry.h_div_w, d)
 
     def _load_batch(self, indices: list[int], epoch: int) -> list[TrainSample]:

@@ -36,7 +36,7 @@ __all__ = [
 #: "continuous": the VAE alone (stage 1); "quantized": with the multi-scale BSQ in the loop (stage 2)
 STAGES = ("continuous", "quantized")
 #: parts of the VAE a recipe can keep fixed (see ``TokenizerTrainConfig``)
-FREEZABLE = ("encoder", "decoder", "tokens")
+FREEZABLE = ("encoder", "decoder", "tokens", "decoding")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class DataConfig:
     a ``MediaDataset`` resolution such as "480p" or "scales:4" (multi-aspect buckets); default
     the fixed ``"{height}x{width}"``. ``size_range`` / ``travel_range`` (world only): the object's
     side and travel as frame fractions (``None``: the world's defaults, see ``WorldSpec``), so a
-    recipe can pin the world it was trained on when the defaults move.
+    recipe can pin the world it was trained on when the defaults move; ``colors`` (world only): the
+    object colours drawn (``None``: the default world's eight; e.g. ``["pink"]``, a new colour).
     """
 
     source: str = "smooth"
@@ -65,6 +66,7 @@ class DataConfig:
     seed: int = 0
     size_range: tuple[float, float] | None = None
     travel_range: tuple[float, float] | None = None
+    colors: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,9 @@ class TokenizerTrainConfig:
     ``vae``: the VAE widths (JSON: a preset name such as "tiny", or VAEConfig fields; None =
     taken from the ``init`` checkpoint, else the released widths). ``chunk_frames``: frames
     encoded at once (None = the whole clip). ``freeze``: parts kept fixed ("encoder",
-    "decoder", or "tokens": everything the tokens depend on, the encoder, the projection
+    "decoder", "decoding": everything that turns tokens into frames, the decoder, the projection
+    after the quantizer and the latent scale, so that an encoder learns new tokens an existing
+    decoder renders, or "tokens": everything the tokens depend on, the encoder, the projection
     before the quantizer and the latent scale; with ``quantizer.sample_posterior`` false and
     ``skip_detail_prob`` 0 the decoder then trains on exactly the tokens a latent cache already
     holds, so a transformer trained on that cache stays valid). ``save_every``: checkpoint

@@ -226,7 +226,7 @@ def build_data_source(cfg: DataConfig) -> Any:
         from infinitystar.world.dataset import WorldDataset
         from infinitystar.world.scenes import WorldSpec
 
-        spec = WorldSpec.with_ranges(cfg.frames, (cfg.height, cfg.width), cfg.size_range, cfg.travel_range)
+        spec = WorldSpec.with_ranges(cfg.frames, (cfg.height, cfg.width), cfg.size_range, cfg.travel_range, cfg.colors)
         return WorldDataset(cfg.num_clips if cfg.num_clips > 0 else 100_000, seed=cfg.seed, spec=spec)
     if cfg.source == "media":
         if not cfg.manifest:

@@ -39,6 +39,8 @@ def _frozen_parts(vae: VideoVAE, part: str) -> list[torch.nn.Module | torch.nn.P
     """The modules / parameters ``freeze`` entry ``part`` keeps fixed (see ``TokenizerTrainConfig``)."""
     if part == "tokens":  # features = proj_down(encoder moments) * latent_scales[0]: all three fix the bits
         return [vae.encoder, vae.proj_down, vae.latent_scales]
+    if part == "decoding":  # frames = decoder(proj_up(features / latent_scales[0])): all three fix the rendering
+        return [vae.decoder, vae.proj_up, vae.latent_scales]
     return [getattr(vae, part)]
 
 

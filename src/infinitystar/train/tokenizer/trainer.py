@@ -352,7 +352,8 @@ class TokenizerTrainer:
         else:
             self.metrics_path.unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fit = self.cfg.quantizer.fit_scale and "tokens" not in self.cfg.freeze  # a frozen scale stays as inherited
+        fixed = {"tokens", "decoding"} & set(self.cfg.freeze)
+        fit = self.cfg.quantizer.fit_scale and not fixed  # a frozen scale stays as inherited
         if self.quantized and fit and self.init_file is not None and self.step == 0:
             self.fitted_latent_scale = self.fit_latent_scale()
         self._write_config(self.init_file)

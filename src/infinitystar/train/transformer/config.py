@@ -22,6 +22,7 @@ from typing import Any
 from infinitystar import config_dicts
 from infinitystar.config_dicts import apply_overrides
 from infinitystar.models.config import TransformerConfig, get_preset
+from infinitystar.models.transformer.lora import ADAPTER_NAME, BLOCK_TARGETS
 from infinitystar.sizes import BASE_SCALES, PN_NUM_SCALES, RESOLUTIONS
 from infinitystar.train.checkpoint_checks import parse_resume
 from infinitystar.train.optim import LR_SCHEDULES
@@ -62,7 +63,8 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: initial weights: a released-format checkpoint (folder with ``model.safetensors.index.json``
     #: or a ``.safetensors`` file with the original key names), a model folder written by this
-    #: trainer (``config.json`` + ``model.safetensors``), or a run folder / ``step_*`` checkpoint
+    #: trainer (``config.json`` + ``model.safetensors``), a run folder / ``step_*`` checkpoint, or
+    #: ``"builtin"``: the built-in default model's transformer
     init: str | None = None
     attn_impl: str = "auto"  #: 'auto' (FlexAttention on CUDA), 'dense' or 'flex'
 
@@ -167,7 +169,8 @@ class SyntheticSection:
 class DataSection:
     """Where batches come from: a latent cache (``infinitystar extract``) or synthetic data."""
 
-    cache: str | None = None  #: folder written by ``infinitystar extract``
+    #: folder written by ``infinitystar extract``, or a list of them read as one (new data + replayed data)
+    cache: str | list[str] | None = None
     synthetic: SyntheticSection | None = None
     batch_size: int = 1  #: samples per data-parallel rank and micro-step
     #: folder of a T5 encoder for samples without cached text features (encoded online, no grad)
@@ -230,6 +233,36 @@ class LogSection:
 
 
 @dataclass
+class LoraSection:
+    """LoRA fine-tuning (``pip install 'infinitystar[lora]'``): peft adapters on the blocks' linear layers train, the
+    base weights (``model.init``) stay frozen, and checkpoints and the final output hold the adapters only.
+    ``--set lora.rank=16`` on a recipe without this section adds it."""
+
+    rank: int = 16
+    alpha: float = 16.0  #: the update is scaled by alpha / rank
+    dropout: float = 0.0  #: dropout on the adapters' input
+    #: which linears of every block get an adapter (a subset of BLOCK_TARGETS)
+    target_modules: list[str] = field(default_factory=lambda: list(BLOCK_TARGETS))
+    name: str | None = None  #: the adapter's name when loaded (default: the run folder's name)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or self.rank < 1:
+            _fail("lora", f"rank must be a positive int, got {self.rank!r}")
+        if not (self.alpha > 0 and math.isfinite(self.alpha)):
+            _fail("lora", f"alpha must be a positive number, got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            _fail("lora", f"dropout must be in [0, 1), got {self.dropout!r}")
+        unknown = [t for t in self.target_modules if t not in BLOCK_TARGETS]
+        if not self.target_modules or unknown or len(set(self.target_modules)) != len(self.target_modules):
+            _fail(
+                "lora",
+                f"target_modules must be distinct names among {', '.join(BLOCK_TARGETS)}; got {self.target_modules!r}",
+            )
+        if self.name is not None and not ADAPTER_NAME.match(self.name):
+            _fail("lora", f"name {self.name!r} must be 1-64 letters, digits, '_' or '-'")
+
+
+@dataclass
 class TrainConfig:
     """A whole training run. ``TrainConfig.load(path, overrides)`` reads a recipe."""
 
@@ -239,6 +272,7 @@ class TrainConfig:
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     log: LogSection = field(default_factory=LogSection)
+    lora: LoraSection | None = None  #: train LoRA adapters instead of every weight
     out: str = "runs/train"  #: run folder: config, checkpoints, metrics, final model
     steps: int = 100  #: optimizer steps in total (a resumed run continues up to this)
     seed: int = 0  #: model init and every random draw of the data path
@@ -278,6 +312,8 @@ class TrainConfig:
             _fail("data", "give a latent cache folder (data.cache / --cache) or a 'synthetic' data section")
         if self.data.cache is not None and self.data.synthetic is not None:
             _fail("data", "give either data.cache or data.synthetic, not both")
+        if self.lora is not None and not self.model.init:
+            _fail("lora", "a LoRA run adapts existing weights: set model.init (--init) to the base model")
         tcfg = self.model.transformer_config()
         if self.sp_size > 1 and (tcfg.num_heads % self.sp_size or tcfg.num_kv_heads % self.sp_size):
             _fail(

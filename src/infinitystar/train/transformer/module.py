@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from infinitystar.files import read_json
 from infinitystar.models.config import TransformerConfig
 from infinitystar.models.transformer.checkpoint import is_model_folder, read_model_folder
 from infinitystar.models.transformer.model import InfinityTransformer, PackedLogits
@@ -70,12 +71,19 @@ def _strip(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict
 def load_init_state(path: str | Path, cfg: TransformerConfig, resolution: str | None = None) -> dict[str, torch.Tensor]:
     """Full fp32 CPU state dict (our names) of ``--init``: a released-format checkpoint (a shard folder, a released
     model folder: the weights of ``resolution``, our layout: its ``transformer/``, or the original's training
-    checkpoint ``global_step_N.pth``), a trained model folder, a run folder (its newest checkpoint) or one ``step_*``
-    checkpoint."""
+    checkpoint ``global_step_N.pth``), a trained model folder, a run folder (its newest checkpoint), one ``step_*``
+    checkpoint, or ``"builtin"`` (the built-in default model's transformer, wherever the package is installed)."""
     from infinitystar.checkpoints import CheckpointError
+    from infinitystar.generation.layouts import BUILTIN_MODEL_DIR
     from infinitystar.models.transformer.checkpoint import load_original_transformer
 
-    p = Path(path)
+    p = BUILTIN_MODEL_DIR / "transformer" if str(path) == "builtin" else Path(path)
+    if str(path) == "builtin":
+        found = read_json(p / "config.json", "built-in model config", CheckpointError)
+        builtin_cfg = TransformerConfig.from_dict(found)
+        if builtin_cfg != cfg:
+            diff = {k: v for k, v in builtin_cfg.to_dict().items() if cfg.to_dict()[k] != v}
+            raise CheckpointError(f"--init builtin: the built-in transformer has {diff}; set these model.overrides")
     if not p.exists():
         raise CheckpointError(f"--init checkpoint not found: {p}")
     p = _transformer_of_model_folder(p, resolution)

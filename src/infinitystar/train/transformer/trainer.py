@@ -45,6 +45,7 @@ from infinitystar.train.distributed import (
 )
 from infinitystar.train.metrics_log import MetricsLogger, group_accuracies, group_sums, truncate_metrics
 from infinitystar.train.optim import EMA, LRSchedule
+from infinitystar.train.transformer import lora
 
 # --------------------------------------------------------------------------------------
 # The trainer
@@ -77,6 +78,8 @@ class Trainer:
         from infinitystar.train.distributed import init_distributed
 
         self.cfg = cfg
+        if cfg.lora is not None:
+            lora.require_peft()  # before anything is written
         self.env = env or init_distributed(cfg.device, cfg.sp_size)
         self.device = self.env.device
         self.tcfg = cfg.model.transformer_config()
@@ -122,10 +125,12 @@ class Trainer:
             return torch.bfloat16
         return None
 
-    def _initial_state(self) -> dict[str, torch.Tensor]:
-        """Full CPU state of the starting weights: ``--init`` or a seeded fresh init."""
+    def _initial_state(self, transformer: nn.Module) -> dict[str, torch.Tensor]:
+        """Full CPU state of the starting weights: ``--init`` or a seeded fresh init; with LoRA, ``--init`` under
+        peft's names plus the adapters' first values (``transformer``: the model as built, for its key names)."""
         if self.cfg.model.init:
-            return load_init_state(self.cfg.model.init, self.tcfg, resolution=self.cfg.schedule.resolution)
+            state = load_init_state(self.cfg.model.init, self.tcfg, resolution=self.cfg.schedule.resolution)
+            return state if self.cfg.lora is None else lora.with_adapters(state, transformer, self.cfg.seed)
         with torch.device("meta"):
             model = InfinityTransformer(self.tcfg)
         model.to_empty(device="cpu")
@@ -142,6 +147,9 @@ class Trainer:
             ac = self.device.type == "cuda"
         with torch.device("meta"):
             module = TrainModule(InfinityTransformer(self.tcfg), self.cfg.model.attn_impl)
+        if self.cfg.lora is not None:  # adapters on the frozen base; the base is not in checkpoints: always loaded
+            lora.add_adapters(module.transformer, self.cfg.lora)
+            from_checkpoint = False
         if ac:
             apply_activation_checkpointing(module.transformer.blocks)
         if self.env.world_size > 1:
@@ -150,13 +158,13 @@ class Trainer:
             if not from_checkpoint:
                 full = {}
                 if self.env.is_main:
-                    full = {f"transformer.{k}": v for k, v in self._initial_state().items()}
+                    full = {f"transformer.{k}": v for k, v in self._initial_state(module.transformer).items()}
                 opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
                 set_model_state_dict(module, full, options=opts)
         else:
             module.to_empty(device=self.device)
             if not from_checkpoint:
-                state = {f"transformer.{k}": v for k, v in self._initial_state().items()}
+                state = {f"transformer.{k}": v for k, v in self._initial_state(module.transformer).items()}
                 set_model_state_dict(module, state)
         if self.cfg.sp_size > 1:
             enable_sequence_parallel(module.transformer, self.env.sp_group)
@@ -200,8 +208,9 @@ class Trainer:
             raise ValueError(
                 f"data.cache needs the latent cache reader (infinitystar.train.data.dataset), which failed: {exc}"
             ) from exc
-        if not Path(d.cache).is_dir():
-            raise ValueError(f"latent cache folder not found: {d.cache} (write one with `infinitystar extract`)")
+        for folder in [d.cache] if isinstance(d.cache, str) else d.cache:
+            if not Path(folder).is_dir():
+                raise ValueError(f"latent cache folder not found: {folder} (write one with `infinitystar extract`)")
         return LatentDataset(
             d.cache,
             batch_size=d.batch_size,
@@ -212,7 +221,8 @@ class Trainer:
         )
 
     def checkpoint_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"model": self.module, "optimizer": self.optimizer, "dataset": self.dataset}
+        model = self.module if self.cfg.lora is None else ckpt.TrainableState(self.module)
+        state: dict[str, Any] = {"model": model, "optimizer": self.optimizer, "dataset": self.dataset}
         if self.ema is not None:
             state["ema"] = self.ema
         state["trainer"] = {"step": self.step, "epoch": self.epoch}
@@ -291,6 +301,8 @@ class Trainer:
         options = []
         for micro in range(accum):
             pb = self.prepare(self._next_batch(), step, micro)
+            if self.cfg.lora is not None and self.cfg.lora.dropout > 0:  # peft's dropout draws globally
+                torch.manual_seed(lora.dropout_seed(cfg.seed, step, micro, self.env.rank))
             loss, out = self.forward_loss(pb)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step}: the loss is {loss.item()} (samples {pb.keys[:4]})")
@@ -344,15 +356,22 @@ class Trainer:
         """Write the final weights (and the EMA's) as trained-model folders; rank 0 writes."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=self.cfg.lora is not None)
         state = _strip(get_model_state_dict(self.module, options=opts))
         ema = _strip(self.ema.full_state()) if self.ema is not None else None
         final = self.run_dir / "final"
         if self.env.is_main:
             extra = {"step": self.step, "seed": self.cfg.seed}
-            save_model_folder(state, self.tcfg, final, extra)
+            save = save_model_folder
+            if self.cfg.lora is not None:
+                extra.update(name=self.cfg.lora.name or self.run_dir.name, base_model=self.cfg.model.init)
+
+                def save(state, tcfg, folder, meta):
+                    return lora.write_adapter_folder(folder, state, self.cfg.lora, tcfg, meta)
+
+            save(state, self.tcfg, final, extra)
             if ema is not None:
-                save_model_folder(ema, self.tcfg, self.run_dir / "final_ema", {**extra, "ema_decay": self.ema.decay})
+                save(ema, self.tcfg, self.run_dir / "final_ema", {**extra, "ema_decay": self.ema.decay})
         barrier(self.env)
         return final
 

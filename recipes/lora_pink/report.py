@@ -1,0 +1,133 @@
+"""Measure the pink LoRA and print the table the README keeps.
+
+    python recipes/lora_pink/report.py [--runs runs/lora_pink] [--adapter recipes/lora_pink/adapter] [--n 100]
+
+Rows:
+- the tokenizer on held-out pink clips (17 x 128 x 128, posterior mean, through the built-in model's 8-scale bit
+  pyramid, decoded by the built-in model's decoder): with the built-in encoder, and with the encoder this recipe
+  trained for the same decoder (``runs/lora_pink/encoder``), PSNR and the analytic evaluator on the reconstructions
+  (the ceiling of what any transformer can draw through these tokens);
+- ``infinitystar evaluate`` of the built-in model, with and without the adapter: pink prompts of the held-out and
+  the trained shape-motion combinations, and the default world's held-out and seen prompts.
+
+Each evaluation is the printed command; its outputs go to ``RUNS/eval/<name>-<weights digest>`` (rerunning reuses
+finished files) and its printed summary to ``evaluate.log`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from infinitystar.cli import main as cli
+from infinitystar.evaluation.metrics import psnr
+from infinitystar.generation.layouts import BUILTIN_MODEL_DIR
+from infinitystar.media import frames_to_uint8
+from infinitystar.models.quantizer import decode_bits, encode_pyramid
+from infinitystar.models.vae.checkpoint import vae_weights_file
+from infinitystar.models.vae.model import VideoVAE
+from infinitystar.schedule import build_schedule
+from infinitystar.world.dataset import WorldDataset
+from infinitystar.world.evaluate import evaluate_video
+from infinitystar.world.scenes import WorldSpec
+
+PINK_WORLD = WorldSpec(frames=17, size=128, colors=("pink",))
+TARGETS = {"pink-heldout": "color 90%, shape 80%, motion 80%", "heldout": "within 5 points of the base model"}
+
+
+def tokenizer_row(encoder_file: Path, n: int) -> tuple[float, dict[str, float]]:
+    """Mean PSNR (dB) of ``n`` held-out pink clips encoded by ``encoder_file``'s encoder, quantised over the model's
+    pyramid and decoded by the built-in decoder, and the evaluator's accuracy on the reconstructions."""
+    encoder = VideoVAE.from_original_checkpoint(encoder_file).eval()
+    decoder = VideoVAE.from_original_checkpoint(vae_weights_file(BUILTIN_MODEL_DIR)).eval()
+    data = WorldDataset(n, seed=12345, split="heldout", spec=PINK_WORLD)
+    sched = build_schedule(1.0, "0.016M", 5, detail_scale_min_tokens=16, frames_per_clip=2)
+    values, hits = [], {"color": 0, "shape": 0, "motion": 0, "all": 0}
+    with torch.no_grad():
+        for i in range(n):
+            video, caption = data[i]
+            x = video[None]  # [1, 3, 17, 128, 128] in [-1, 1]
+            latent = encoder.encode(x, sample=False)
+            y = decoder.decode(decode_bits(encode_pyramid(latent, sched).bits, sched)).clamp(-1, 1)
+            values.append(psnr(y, x, data_range=2.0))
+            r = evaluate_video(frames_to_uint8(y)[0].numpy(), caption)
+            for key, ok in (("color", r.color_correct), ("shape", r.shape_correct), ("motion", r.motion_correct)):
+                hits[key] += bool(ok)
+            hits["all"] += r.all_correct
+    return sum(values) / len(values), {k: v / n for k, v in hits.items()}
+
+
+def digest(path: Path | None) -> str:
+    """Short hash of an adapter's files ('base' without one): evaluation outputs of other weights are never reused."""
+    if path is None:
+        return "base"
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def evaluate(spec: str, adapter: Path | None, out_dir: Path) -> tuple[dict, list[str]]:
+    """``infinitystar evaluate --world-prompts SPEC [--lora ADAPTER]``: its summary and the command."""
+    args = ["evaluate", "--world-prompts", spec, "--out-dir", str(out_dir), "--quiet"]
+    if adapter is not None:
+        args += ["--lora", str(adapter)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / "evaluate.log").open("w") as log, contextlib.redirect_stdout(log):
+        code = cli(args)
+    if code not in (0, 1):
+        raise SystemExit(f"infinitystar {' '.join(args)} failed ({code}); see {out_dir / 'evaluate.log'}")
+    return json.loads((out_dir / "summary.json").read_text()), ["infinitystar", *args[:-3], *args[-2:]]
+
+
+def fmt(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", default="runs/lora_pink")
+    ap.add_argument("--adapter", default="recipes/lora_pink/adapter")
+    ap.add_argument("--n", type=int, default=100, help="prompts per split")
+    ap.add_argument("--clips", type=int, default=32, help="held-out pink clips for the tokenizer rows")
+    args = ap.parse_args()
+    runs, adapter = Path(args.runs), Path(args.adapter)
+
+    print("| measure | value | target |\n|---|---|---|")
+    for label, path in (("built-in encoder", BUILTIN_MODEL_DIR), ("this recipe's encoder", runs / "encoder")):
+        try:
+            file = vae_weights_file(path)
+        except ValueError:
+            print(f"| tokenizer on held-out pink clips, {label} | not trained | |")
+            continue
+        value, ceiling = tokenizer_row(file, args.clips)
+        cells = ", ".join(f"{k} {fmt(v)}" for k, v in ceiling.items())
+        print(f"| tokenizer on {args.clips} held-out pink clips, {label} + the built-in decoder | {value:.2f} dB; "
+              f"evaluator on the reconstructions: {cells} | |", flush=True)  # fmt: skip
+
+    n = args.n
+    runs_of = [
+        ("pink prompts, with the adapter", f"pink-heldout:{n},pink-train:{n}", adapter),
+        ("pink prompts, without the adapter (the built-in model)", f"pink-heldout:{n}", None),
+        ("the default world's prompts, with the adapter", f"heldout:{n},train:{n}", adapter),
+        ("the default world's prompts, without the adapter (the built-in model)", f"heldout:{n},train:{n}", None),
+    ]
+    for label, spec, lora in runs_of:
+        name = "pink" if spec.startswith("pink") else "world"
+        summary, command = evaluate(spec, lora, runs / "eval" / f"{name}-{digest(lora)}")
+        for split, w in summary["world"]["splits"].items():
+            cells = f"color {fmt(w['color'])}, shape {fmt(w['shape'])}, motion {fmt(w['motion'])}, all {fmt(w['all'])}"
+            target = TARGETS.get(split, "") if lora is not None else ""
+            print(f"| {label}: {split} (n={w['n']}) | {cells} | {target} |")
+        print(f"|   `{' '.join(command)}` | | |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
