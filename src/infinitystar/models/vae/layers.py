@@ -29,7 +29,16 @@ def _onednn_conv_available() -> bool:
         return False
 
 
+def _onednn_bf16_available() -> bool:
+    """oneDNN's bf16 convolutions need AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; other CPUs take PyTorch's own path."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - exotic builds
+        return False
+
+
 _ONEDNN_CONV = _onednn_conv_available()
+_ONEDNN_BF16 = _ONEDNN_CONV and _onednn_bf16_available()
 
 
 def _conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int, int]) -> Tensor:
@@ -43,7 +52,7 @@ def _conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, 
         _ONEDNN_CONV
         and torch.backends.mkldnn.enabled
         and x.device.type == "cpu"
-        and x.dtype in (torch.float32, torch.bfloat16)
+        and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _ONEDNN_BF16))
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
     ):
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), [1, 1, 1], [1, 1, 1], 1)
