@@ -46,7 +46,7 @@ def check_model_arguments(args: argparse.Namespace) -> None:
 
 
 def load_pipeline(args: argparse.Namespace, device: str | None = None):
-    """The pipeline the model options name, with its inference options set; ``device`` overrides ``--device``
+    """The pipeline the model options name, with its runtime options set; ``device`` overrides ``--device``
     (a torchrun rank's own GPU)."""
     from infinitystar.generation.pipeline import InfinityStarPipeline
 
@@ -58,7 +58,29 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
         resolution=args.resolution,
         offload_text_encoder=getattr(args, "offload", False),
     )
-    if getattr(args, "token_chunk", None) is not None:
-        pipe.transformer.inference.token_chunk = args.token_chunk or None
-    pipe.transformer.inference.compile = bool(getattr(args, "compile", False))
+    apply_runtime_options(pipe, args)
     return pipe
+
+
+def apply_runtime_options(pipe, args: argparse.Namespace) -> set[str]:
+    """Set the options that act on an already loaded pipeline (``--offload``, ``--token-chunk``, ``--compile``);
+    returns the names (argparse ``dest``) of the options it applied.
+
+    :func:`load_pipeline` calls it after loading; ``bench/gpu_suite.py`` calls it on the one pipeline it builds and
+    checks that every option of a step is in the returned set, so an option that only ``load_pipeline`` knows is
+    reported as not measurable rather than silently ignored. A new runtime option (quantization, block offload)
+    is applied here and named in the returned set.
+    """
+    check_model_arguments(args)
+    applied = set()
+    offload = getattr(args, "offload", False)
+    if isinstance(offload, bool):  # the text encoder's flag; another kind of value is not this function's to claim
+        pipe.offload_text_encoder = offload
+        applied.add("offload")
+    if getattr(args, "token_chunk", None) is not None:
+        pipe.transformer.inference.token_chunk = args.token_chunk or None  # 0: whole scales
+        applied.add("token_chunk")
+    if hasattr(args, "compile"):
+        pipe.transformer.inference.compile = bool(args.compile)
+        applied.add("compile")
+    return applied
