@@ -52,6 +52,8 @@ def fsdp_runs(device: torch.device, work: Path) -> tuple[dict, dict, dict]:
     kwargs = {"device_id": torch.device("cuda", torch.cuda.current_device())} if device.type == "cuda" else {}
     store = dist.FileStore(str(work / "store"), 1)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=0, world_size=1, **kwargs)
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)  # deterministic kernels where PyTorch has them
     try:
         full = _train(device, work / "full")
         again = _train(device, work / "again")
@@ -60,5 +62,6 @@ def fsdp_runs(device: torch.device, work: Path) -> tuple[dict, dict, dict]:
         shutil.copytree(work / "full" / "step_00000002", resumed_dir / "step_00000002")
         resumed = _train(device, resumed_dir, resume=True)
     finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         dist.destroy_process_group()
     return full, again, resumed

@@ -151,6 +151,27 @@ def test_a_setting_the_cli_accepts_but_cannot_apply_to_a_built_pipeline_is_not_m
     assert step["status"] == "not available" and "apply_runtime_options" in step["reason"] and "dtype" in step["reason"]
 
 
+def test_a_run_past_its_deadline_stops_between_two_steps_and_leaves_the_pipeline_as_it_was():
+    code = (
+        "import time, torch\n"
+        "from _common import gemm_rate\n"
+        "from _generation import BudgetSpent, RunSpec, build_pipeline, measure\n"
+        "spec = RunSpec('tiny', 'cpu', None, '0.016M', 1, 'multinomial', None, False, 'builtin', False)\n"
+        "pipe = build_pipeline(spec, torch.device('cpu'))\n"
+        "transformer, vae = pipe.transformer, pipe.vae\n"
+        "gemm = gemm_rate(torch.device('cpu'), torch.float32)\n"
+        "try:\n"
+        "    measure(pipe, spec, gemm, warmup=False, deadline=time.monotonic())\n"
+        "except BudgetSpent as exc:\n"
+        "    print('stopped:', exc)\n"
+        "assert pipe.transformer is transformer and pipe.vae is vae\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "stopped: the budget ran out after 1 of " in res.stdout
+
+
 @pytest.mark.slow
 def test_gpu_suite_smoke_run_measures_every_step_and_passes_every_check(tmp_path):
     """The suite's own code on the CPU (tiny preset), PyAV unimportable: every step of the table either ran or is
