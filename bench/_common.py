@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from infinitystar.models.config import get_preset
 from infinitystar.models.transformer.model import InfinityTransformer
+from summarize import threads
 
 
 def materialise(build: Callable[[], nn.Module], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
@@ -101,7 +102,7 @@ def gemm_rate(device: torch.device, dtype: torch.dtype) -> dict:
 
 def describe_gemm(g: dict) -> str:
     """``0.17 TFLOP/s (1536^3 float32, 2 threads, best of 10 after 3 warm-ups)``."""
-    where = "GPU" if g["device"] == "cuda" else f"{g['threads']} threads"
+    where = "GPU" if g["device"] == "cuda" else threads(g["threads"])
     return (
         f"{g['flops_per_s'] / 1e12:.2f} TFLOP/s ({g['size']}^3 {g['dtype']}, {where}, "
         f"{g['stat']} of {g['repeats']} after {g['warmup']} warm-ups)"

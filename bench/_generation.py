@@ -24,6 +24,7 @@ from infinitystar.models.vae.model import VideoVAE
 from infinitystar.sizes import RESOLUTIONS
 from infinitystar.text.builtin import BuiltinTextEncoder
 from infinitystar.text.encoders import TextEncoder
+from summarize import threads
 
 PROMPT = "a red circle moving right on a black background"
 #: text tokens of the random T5-XL's prompt: the length of a rewritten prompt of about 60 words
@@ -308,7 +309,7 @@ def report(r: dict) -> None:
     rate = r["matmul_rate"]
     floor_t = r["flops"] / rate
     print(
-        f"\n## {s['model']} on {r['device_name']} ({r['threads']} threads, torch {r['torch']}), {r['dtype']}, "
+        f"\n## {s['model']} on {r['device_name']} ({threads(r['threads'])}, torch {r['torch']}), {r['dtype']}, "
         f"{r['frames'][2]}x{r['frames'][1]}, {r['frames'][0]} frames, {r['steps']} steps, "
         f"{r['tokens_per_row']} tokens x {r['rows']} rows, sampler {s['sampler']}, "
         f"token_chunk {r['inference']['token_chunk']}, compile {s['compile']}, {s['mode']} "

@@ -11,10 +11,23 @@ import torch
 
 from _common import describe_gemm
 from infinitystar.files import append_jsonl, write_text
-from summarize import HEADER, row
+from summarize import HEADER, row, threads
 
 STEP_HEADER = "| step | what | status |\n|---|---|---|"
 CHECK_HEADER = "| check | what | result | figure | seconds |\n|---|---|---|---|---:|"
+
+
+PHASE_HEADER = "| step | seconds by phase | first video (warm-up) | peak reserved |\n|---|---|---:|---:|"
+
+
+def _phases(r: dict) -> str:
+    """A ran step's phases (those that took any time), its warm-up video and the allocator's reserved peak."""
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items() if v >= 0.005)
+    warm = "" if r.get("warmup_s") is None else f"{r['warmup_s']:.1f} s"
+    if r.get("compile_s") is not None:
+        warm += f" (compiling ~{r['compile_s']:.0f} s)"
+    reserved = "" if r.get("peak_reserved_gib") is None else f"{r['peak_reserved_gib']:.2f} GiB"
+    return f"| {r['step']} | {phases} | {warm} | {reserved} |"
 
 
 class Report:
@@ -39,8 +52,8 @@ class Report:
         self, device: torch.device, gemm: dict, built_s: float | None, dump: Path | None, note: str = ""
     ) -> None:
         """The run's first record: device, GEMM rate, the models (``built_s`` None: none built, no step selected)."""
-        threads = f"CPU, {torch.get_num_threads()} threads"
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else threads
+        cpu = f"CPU, {threads(torch.get_num_threads())}"
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
         model = (
             "smoke run: the tiny preset (random fp32 weights) and the built-in text encoder on the CPU, 480p -> "
             "0.016M and 720p -> 0.06M budgets, 5 s -> 1 s"
@@ -101,6 +114,8 @@ class Report:
         used = f"; {self.used:.0f} s used" if self.used is not None else " (in progress)"
         lines = [f"# gpu_suite{' --smoke' if self.smoke else ''} {self.run_id}", "", self.intro + used, "", HEADER]
         lines += [row([r]) for r in ran]
+        if ran:
+            lines += ["", PHASE_HEADER] + [_phases(r) for r in ran]
         if other:
             lines += ["", STEP_HEADER]
             lines += [f"| {r['step']} | {r['title']} | {r['status']}: {r['reason']} |" for r in other]

@@ -41,8 +41,13 @@ def command(r: dict) -> str:
     return " ".join(parts)
 
 
+def threads(n: int) -> str:
+    """``1 thread`` / ``2 threads``."""
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
 def device_of(r: dict) -> str:
-    return r["device_name"] if r["device_name"] != "cpu" else f"CPU, {r['threads']} threads"
+    return r["device_name"] if r["device_name"] != "cpu" else f"CPU, {threads(r['threads'])}"
 
 
 def span(values: Iterable[float], fmt: Callable[[float], str]) -> str:
