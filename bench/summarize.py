@@ -59,7 +59,7 @@ def span(values: Iterable[float], fmt: Callable[[float], str]) -> str:
 
 def _model(r: dict) -> str:
     s = r["spec"]
-    options = [f"chunk {r['inference']['token_chunk']}"]
+    options = [f"chunk {r['inference']['token_chunk'] or 'none (whole scales)'}"]
     options += [f"{k} {v}" for k, v in r.get("settings", {}).items() if k not in ("token_chunk", "compile")]
     if s["compile"]:
         options.append("compiled" + (" (FAILED: ran eagerly)" if r.get("compile_failed") else ""))
