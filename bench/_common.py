@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from infinitystar.models.config import get_preset
 from infinitystar.models.transformer.model import InfinityTransformer
+from summarize import threads
 
 
 def materialise(build: Callable[[], nn.Module], device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
@@ -39,9 +40,14 @@ def materialise(build: Callable[[], nn.Module], device: torch.device, dtype: tor
 
 
 def random_transformer(preset: str, device: torch.device, dtype: torch.dtype) -> InfinityTransformer:
-    """The preset's transformer architecture with random weights."""
+    """The preset's transformer architecture with random weights, as the pipeline loads a released model: the
+    blocks in ``dtype``, the rest (null text, embeddings, final norm, heads: ~0.1 % of the weights) in fp32."""
     cfg = get_preset(preset).transformer
-    return materialise(lambda: InfinityTransformer(cfg), device, dtype)
+    model = materialise(lambda: InfinityTransformer(cfg), device, dtype)
+    for name, p in model.named_parameters():
+        if not name.startswith("blocks."):
+            p.data = p.data.float()
+    return model
 
 
 class Clock:
@@ -62,17 +68,45 @@ class Clock:
         return time.perf_counter() - t0
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 10) -> float:
-    """Measured FLOP/s of one large square GEMM in ``dtype`` (best of ``repeats``): the rate the floor
-    assumes. 8192 on a GPU, 1536 on a CPU unless ``size`` is given."""
-    n = size or (8192 if device.type == "cuda" else 1536)
+#: how the GEMM rate printed beside every row is measured, the same way in every script and run: one square
+#: matrix product of this size in the run's dtype, on the run's threads, ``GEMM_WARMUP`` untimed calls, then the
+#: best of ``GEMM_REPEATS`` timed ones (the best, not the mean: the floor is what the device can do, and a shared
+#: machine's load only ever slows a call down)
+GEMM_SIZE = {"cuda": 8192, "cpu": 1536}
+GEMM_WARMUP = 3
+GEMM_REPEATS = 10
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype) -> dict:
+    """The measured GEMM rate the FLOP floor uses, with how it was measured: ``{"flops_per_s", "size", "dtype",
+    "threads", "warmup", "repeats", "stat"}`` (see ``GEMM_SIZE``)."""
+    n = GEMM_SIZE["cuda" if device.type == "cuda" else "cpu"]
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=g)
     clock = Clock(device)
-    clock(lambda: a @ b)  # warm-up
-    best = min(clock(lambda: a @ b) for _ in range(repeats))
-    return 2.0 * n**3 / best
+    for _ in range(GEMM_WARMUP):
+        clock(lambda: a @ b)
+    best = min(clock(lambda: a @ b) for _ in range(GEMM_REPEATS))
+    return {
+        "flops_per_s": 2.0 * n**3 / best,
+        "device": device.type,
+        "size": n,
+        "dtype": str(dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+        "warmup": GEMM_WARMUP,
+        "repeats": GEMM_REPEATS,
+        "stat": "best",
+    }
+
+
+def describe_gemm(g: dict) -> str:
+    """``0.17 TFLOP/s (1536^3 float32, 2 threads, best of 10 after 3 warm-ups)``."""
+    where = "GPU" if g["device"] == "cuda" else threads(g["threads"])
+    return (
+        f"{g['flops_per_s'] / 1e12:.2f} TFLOP/s ({g['size']}^3 {g['dtype']}, {where}, "
+        f"{g['stat']} of {g['repeats']} after {g['warmup']} warm-ups)"
+    )
 
 
 def peak_rss_mib() -> float:

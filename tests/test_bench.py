@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +100,139 @@ def test_parallel_bench_accounts_for_every_phase_and_the_all_to_all(tmp_path):
     assert one["latent_sha256"] == sp2["latent_sha256"]  # the same video
     assert sp2["phases"]["gather logits on rank 0"] > 0 and one["phases"]["gather logits on rank 0"] == 0
     assert "| 2 | --sp-size 2 |" in text
+def test_summary_gives_ranges_over_runs_of_the_same_command(runs, tmp_path):
+    """Several runs of one command are one row: each figure a min-max range, the number of runs, the GEMM rate."""
+    r = runs["t2v"]
+    slower = {**r, "total_s": r["total_s"] + 1.0, "matmul_rate": r["matmul_rate"] * 2}
+    path = tmp_path / "two.jsonl"
+    path.write_text(json.dumps(r) + "\n" + json.dumps(slower) + "\n")
+    out = _run("summarize.py", str(path)).splitlines()
+    assert len(out) == 3 and "GEMM rate" in out[0]
+    low, high = f"{r['total_s']:.2f}", f"{r['total_s'] + 1.0:.2f}"
+    assert f"{low}-{high} s" in out[2] and "2 runs" in out[2]
+    gemm = r["matmul_rate"] / 1e12
+    assert f"{gemm:.2f}-{2 * gemm:.2f} TFLOP/s" in out[2]
+
+
+def test_every_run_records_how_its_gemm_rate_was_measured(runs):
+    for r in (runs["t2v"], runs["i2v"]):
+        g = r["gemm"]
+        assert g["flops_per_s"] == r["matmul_rate"] > 0
+        assert g["device"] == "cpu" and g["dtype"] == "float32" and g["threads"] == r["threads"]
+        assert g["size"] == 1536 and g["warmup"] == 3 and g["repeats"] == 10 and g["stat"] == "best"
+
+
+# ---- the GPU suite ------------------------------------------------------------------------------------------------
+
+#: run the suite as a script with PyAV made unimportable: nothing the suite runs may need it (the GPU machine has none)
+NO_AV = (
+    "import runpy, sys; sys.modules['av'] = None; sys.argv[0] = 'gpu_suite.py'; "
+    "runpy.run_path('gpu_suite.py', run_name='__main__')"
+)
+
+
+def _suite(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", NO_AV, *args], cwd=BENCH, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _records(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (out_dir / "gpu.jsonl").read_text().splitlines()]
+
+
+def test_gpu_suite_lists_its_steps_and_what_this_version_lacks():
+    res = _suite("--list", timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    from_table = {line.split("|")[1].strip() for line in res.stdout.splitlines() if line.startswith("| ")}
+    assert {"480p", "720p", "720p-compile", "480p-i2v", "parity-fp32", "fsdp2-resume", "vae-bf16"} <= from_table
+    assert "not available in this version" in res.stdout or "--quantize" not in res.stdout
+
+
+def test_gpu_suite_needs_a_gpu_or_smoke():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    res = _suite("--budget", "10", timeout=300)
+    assert res.returncode == 2 and "--smoke" in res.stderr
+
+
+def test_gpu_suite_skips_what_the_budget_cannot_fit(tmp_path):
+    res = _suite("--smoke", "--budget", "1", "--only", "480p,vae-bf16", "--out", str(tmp_path), timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    status = {r.get("step") or r.get("check"): r for r in _records(tmp_path) if r["kind"] != "header"}
+    assert status.keys() == {"480p", "vae-bf16"}
+    assert all(
+        r["status"] == "skipped" and "left of the budget" in (r.get("reason") or r["figure"]) for r in status.values()
+    )
+    assert "skipped: estimate" in (tmp_path / "table.md").read_text()
+
+
+def test_a_setting_the_cli_accepts_but_cannot_apply_to_a_built_pipeline_is_not_measured(tmp_path):
+    """``--dtype`` is a load-time option: ``apply_runtime_options`` does not apply it, so a step asking for it must be
+    listed as not available rather than measured with the default."""
+    code = (
+        "import sys, gpu_suite as g\n"
+        "from _suite_steps import Step\n"
+        "g.STEPS = (Step('bf16', 'a load-time option', '480p', ('--dtype', 'bf16')),)\n"
+        f"sys.exit(g.main(['--smoke', '--only', 'bf16', '--out', {str(tmp_path)!r}]))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (step,) = [r for r in _records(tmp_path) if r["kind"] == "step"]
+    assert step["status"] == "not available" and "apply_runtime_options" in step["reason"] and "dtype" in step["reason"]
+
+
+def test_a_run_past_its_deadline_stops_between_two_steps_and_leaves_the_pipeline_as_it_was():
+    code = (
+        "import time, torch\n"
+        "from _common import gemm_rate\n"
+        "from _generation import BudgetSpent, RunSpec, build_pipeline, measure\n"
+        "spec = RunSpec('tiny', 'cpu', None, '0.016M', 1, 'multinomial', None, False, 'builtin', False)\n"
+        "pipe = build_pipeline(spec, torch.device('cpu'))\n"
+        "transformer, vae = pipe.transformer, pipe.vae\n"
+        "gemm = gemm_rate(torch.device('cpu'), torch.float32)\n"
+        "try:\n"
+        "    measure(pipe, spec, gemm, warmup=False, deadline=time.monotonic())\n"
+        "except BudgetSpent as exc:\n"
+        "    print('stopped:', exc)\n"
+        "assert pipe.transformer is transformer and pipe.vae is vae\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "stopped: the budget ran out after 1 of " in res.stdout
+
+
+@pytest.mark.slow
+def test_gpu_suite_smoke_run_measures_every_step_and_passes_every_check(tmp_path):
+    """The suite's own code on the CPU (tiny preset), PyAV unimportable: every step of the table either ran or is
+    named as missing from this version, every check passes, and the table is printed and written."""
+    res = _suite("--smoke", "--budget", "3000", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    records = _records(tmp_path)
+    steps = {r["step"]: r for r in records if r["kind"] == "step"}
+    checks = {r["check"]: r for r in records if r["kind"] == "check"}
+    exist_today = {"480p", "720p", "720p-chunk-0", "720p-compile", "480p-i2v", "480p-i2v-exact", "720p-chunk-4096"}
+    exist_today |= {"720p-offload", "720p-16gb"} | ({"720p-int8"} if importlib.util.find_spec("torchao") else set())
+    assert exist_today <= {name for name, r in steps.items() if r["status"] == "ran"}
+    assert steps["720p-fp8"]["status"] == "not supported here" and "compute capability" in steps["720p-fp8"]["reason"]
+    assert steps["720p-16gb"]["spec"]["offload_blocks"] and steps["720p-16gb"]["spec"]["vae_dtype"] == "bf16"
+    if "720p-int8" in exist_today:
+        assert steps["720p-int8"]["block_weight_bytes"] < 0.3 * steps["720p"]["block_weight_bytes"]
+    assert all(r["status"] in ("ran", "not available", "not supported here") for r in steps.values())
+    i2v, exact = steps["480p-i2v"], steps["480p-i2v-exact"]
+    assert i2v["computed_steps"] < i2v["steps"] == exact["computed_steps"] == exact["steps"]
+    assert steps["720p-chunk-0"]["inference"]["token_chunk"] is None and steps["720p"]["frames"][1:3] == [256, 256]
+    assert all(r["gemm"]["size"] == 1536 and r["flops"] > 0 for r in steps.values() if r["status"] == "ran")
+    (header,) = [r for r in records if r["kind"] == "header"]
+    parity = {"parity-fp32", "parity-bf16"}
+    expected = {c: "not run" if c in parity and header["dump"] is None else "PASS" for c in checks}
+    assert {c: r["status"] for c, r in checks.items()} == expected
+    assert {"flex-attention", "fsdp2-resume", "vae-bf16"} <= checks.keys()
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("`python bench/gpu_suite.py --smoke --only ") == len(exist_today)
+    assert "| fsdp2-resume |" in table and table.strip().splitlines()[-1] in res.stdout

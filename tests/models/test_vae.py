@@ -560,3 +560,17 @@ def test_chunk_plan(total, size, expected):
     from infinitystar.models.vae.model import _chunk_bounds
 
     assert _chunk_bounds(total, size) == expected
+
+
+def test_bf16_decode_runs_on_any_cpu_and_stays_close_to_fp32(vae):
+    """oneDNN's bf16 convolutions need AVX-512 or AVX-NE-CONVERT; on other CPUs the decode takes PyTorch's own
+    bf16 path instead of failing (it did: ``mkldnn_convolution: bf16 path needs the cpu support ...``)."""
+    import copy
+
+    latent = _latent(3)
+    with torch.no_grad():
+        ref = vae.decode(latent)
+        low = copy.deepcopy(vae).to(torch.bfloat16).decode(latent)
+    assert low.dtype == torch.bfloat16 and low.shape == ref.shape
+    err = (low.float() - ref).abs().max().item()
+    assert err < 0.05 * max(1.0, ref.abs().max().item())

@@ -397,3 +397,26 @@ def test_synthetic_dataset_global_batches_do_not_depend_on_the_rank_count():
     assert torch.equal(first.latent, again.sample(3).latent) and first.caption.startswith("<<<t=1s>>>")
     with pytest.raises(ValueError, match="no global batch"):
         SyntheticLatentDataset(batch_size=8, **kw)
+
+
+def test_a_process_group_of_one_rank_shards_with_fsdp2(tmp_path):
+    """Under ``torchrun --nproc_per_node 1`` (a process group of one rank) the model is sharded with FSDP2 as on
+    several ranks, so that one GPU runs the sharded code path; its losses are those of the plain one-process run."""
+    import torch.distributed as dist
+
+    from infinitystar.train.distributed import DistEnv
+
+    plain = Trainer(config(tmp_path / "plain"))
+    assert not type(plain.module.transformer.blocks[0]).__name__.startswith("FSDP")
+    plain_losses = plain.train().losses
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        sharded = Trainer(config(tmp_path / "sharded"), env=DistEnv())
+        assert type(sharded.module.transformer.blocks[0]).__name__ == "FSDPBlock"
+        losses = sharded.train().losses
+    finally:
+        dist.destroy_process_group()
+    assert losses.keys() == plain_losses.keys()
+    for step, loss in plain_losses.items():
+        assert losses[step] == pytest.approx(loss, rel=1e-5)

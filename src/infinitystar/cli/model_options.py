@@ -150,7 +150,7 @@ def check_model_arguments(args: argparse.Namespace) -> list:
 
 
 def load_pipeline(args: argparse.Namespace, device: str | None = None):
-    """The pipeline the model options name, with its inference options set; ``device`` overrides ``--device``
+    """The pipeline the model options name, with its runtime options set; ``device`` overrides ``--device``
     (a torchrun rank's own GPU)."""
     from infinitystar.generation.parallel import ParallelConfig
     from infinitystar.generation.pipeline import InfinityStarPipeline
@@ -173,9 +173,36 @@ def load_pipeline(args: argparse.Namespace, device: str | None = None):
         local_files_only=bool(getattr(args, "local_files_only", False)),
         parallel=parallel,
     )
-    if getattr(args, "token_chunk", None) is not None:
-        pipe.transformer.inference.token_chunk = args.token_chunk or None
-    pipe.transformer.inference.compile = bool(getattr(args, "compile", False))
+    apply_runtime_options(pipe, args)
     for spec in adapters:
         pipe.load_lora(spec.source, scale=spec.scale)
     return pipe
+
+
+def apply_runtime_options(pipe, args: argparse.Namespace) -> set[str]:
+    """Bring a loaded pipeline to the options that can act on it (``--quantize``, ``--offload``, ``--vae-dtype``,
+    ``--token-chunk``, ``--compile``); returns the names (argparse ``dest``) of the options it applied.
+
+    :func:`load_pipeline` calls it after loading with the same options (then it changes nothing that loading did);
+    ``bench/gpu_suite.py`` calls it on the one pipeline it builds and checks that every option of a step is in the
+    returned set, so an option that only ``load_pipeline`` knows is reported as not measurable rather than silently
+    ignored. A new runtime option is applied here and named in the returned set.
+    """
+    from infinitystar.generation.layouts import parse_vae_dtype
+    from infinitystar.generation.placement import Placement, apply_placement
+
+    check_model_arguments(args)
+    apply_placement(pipe, Placement.of(pipe.device, getattr(args, "quantize", None), getattr(args, "offload", None)))
+    applied = {"quantize", "offload"}
+    if hasattr(args, "vae_dtype"):
+        dtype = parse_vae_dtype(args.vae_dtype)
+        if next(pipe.vae.parameters()).dtype != dtype:
+            pipe.vae.to(dtype)
+        applied.add("vae_dtype")
+    if getattr(args, "token_chunk", None) is not None:
+        pipe.transformer.inference.token_chunk = args.token_chunk or None  # 0: whole scales
+        applied.add("token_chunk")
+    if hasattr(args, "compile"):
+        pipe.transformer.inference.compile = bool(args.compile)
+        applied.add("compile")
+    return applied

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from infinitystar.models.transformer.offload import enable_block_offload
-from infinitystar.models.transformer.quantize import check_quantize, quantize_transformer
+from infinitystar.models.transformer.offload import enable_block_offload, offload_of
+from infinitystar.models.transformer.quantize import check_quantize, quantization_of, quantize_transformer
 
 #: accepted ``offload=`` values (``None`` = ``'none'``)
 OFFLOAD_MODES = ("none", "text", "blocks", "all")
@@ -98,3 +98,21 @@ def checked_placement(device, quantize, offload, offload_text_encoder: bool, par
             "the weights over the processes instead"
         )
     return place
+
+
+def apply_placement(pipe, placement: Placement) -> None:
+    """Bring an already loaded pipeline to ``placement`` (quantize its blocks, offload them, offload the text
+    encoder); what is already so is left alone, so loading with a placement and applying it again changes nothing.
+    Undoing quantization or block offload is refused: those need the model loaded again."""
+    t = pipe.transformer
+    have = quantization_of(t)
+    if have != placement.quantize and have is not None:
+        raise PlacementError(f"the transformer is {have}-quantized; to run it otherwise, load it again")
+    if placement.offload_blocks != (offload_of(t) is not None) and not placement.offload_blocks:
+        raise PlacementError("the transformer blocks are offloaded; to keep them on the device, load it again")
+    if placement.quantize and have is None:
+        quantize_transformer(t, placement.quantize, placement.device)
+    if placement.offload_blocks and offload_of(t) is None:
+        enable_block_offload(t, placement.device)
+    pipe.offload_text_encoder = placement.offload_text
+    pipe.text_encoder.to("cpu" if placement.offload_text else placement.device)

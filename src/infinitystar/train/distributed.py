@@ -88,7 +88,7 @@ def init_distributed(device: str = "auto", sp_size: int = 1, timeout_s: float = 
 
 
 def shutdown(env: DistEnv) -> None:
-    if env.world_size > 1 and dist.is_initialized():
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -152,7 +152,7 @@ class Trainer:
             from_checkpoint = False
         if ac:
             apply_activation_checkpointing(module.transformer.blocks)
-        if self.env.world_size > 1:
+        if self.env.distributed:  # a process group, even of one rank (torchrun --nproc_per_node 1): FSDP2
             fully_shard_model(module, module.transformer.blocks, self.cfg.fsdp_param_dtype)
             module.to_empty(device=self.device)
             if not from_checkpoint:
