@@ -100,6 +100,8 @@ def test_parallel_bench_accounts_for_every_phase_and_the_all_to_all(tmp_path):
     assert one["latent_sha256"] == sp2["latent_sha256"]  # the same video
     assert sp2["phases"]["gather logits on rank 0"] > 0 and one["phases"]["gather logits on rank 0"] == 0
     assert "| 2 | --sp-size 2 |" in text
+
+
 def test_summary_gives_ranges_over_runs_of_the_same_command(runs, tmp_path):
     """Several runs of one command are one row: each figure a min-max range, the number of runs, the GEMM rate."""
     r = runs["t2v"]
