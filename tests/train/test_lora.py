@@ -4,6 +4,7 @@ resume, the recipe section and its errors, and loading the result for generation
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,6 +172,10 @@ def test_init_builtin_adapts_the_built_in_model(tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"the built-in transformer has \{'embed_dim': 192"):
         load_init_state("builtin", TINY)
     assert (BUILTIN_MODEL_DIR / "transformer" / "config.json").is_file()
+    # the command line keeps the name (it is not a path nor a hub repo id to fetch)
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "lora_pink" / "lora.json"
+    assert main(["train", "--config", str(recipe), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"]["init"] == "builtin"
 
 
 _BUILTIN = {

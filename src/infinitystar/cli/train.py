@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     args.resume_hint = "the checkpoints written so far are kept: add --resume to continue from the newest"
     cfg = resolve_config(args)
-    if cfg.model.init:  # a repo id is fetched once here (the transformer of the recipe's resolution only)
+    if cfg.model.init and cfg.model.init != "builtin":  # a repo id is fetched once here (its recipe's resolution)
         from infinitystar.hub import resolve
 
         cfg.model.init = str(resolve(cfg.model.init, ("transformer",), cfg.schedule.resolution, hub_options(args)))
