@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from infinitystar.generation.loop import generate_latent
 from infinitystar.models.config import get_preset
 from infinitystar.models.transformer.block_runner import BlockRunner, InferenceOptions, attend_in_chunks
 from infinitystar.models.transformer.layers import sdpa
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.schedule import build_schedule
+from tests.helpers.steps import step_logits
 
 
 @pytest.fixture
@@ -25,36 +25,11 @@ def schedule():
     return build_schedule(1.0, "0.06M", 5, detail_scale_min_tokens=100)  # largest scale: 4 x 16 x 16 tokens
 
 
-def _logits(model, schedule, text, options: InferenceOptions, forced=None) -> tuple[list[torch.Tensor], list]:
-    """Raw logits and bits of every step of one seeded generation under ``options``.
-
-    ``forced``: bits of every step (teacher forcing with ``exact_forcing``), so that each step sees the
-    same input whatever ``options`` computes; without it a last-bit rounding difference can flip a
-    sampled bit near its threshold and every later step would diverge for a reason unrelated to the
-    options.
-    """
-    model.inference = options
-    seen = []
-    try:
-        out = generate_latent(
-            model,
-            schedule,
-            text,
-            generator=torch.Generator().manual_seed(3),
-            forced_bits=forced,
-            exact_forcing=forced is not None,
-            on_step=lambda r: seen.append(r.logits),
-        )
-    finally:
-        model.inference = InferenceOptions()
-    return seen, out.bits
-
-
 def test_token_chunks_compute_the_same_steps(model, schedule):
     text = torch.randn(9, model.cfg.text_channels, generator=torch.Generator().manual_seed(1))
-    _, bits = _logits(model, schedule, text, InferenceOptions(token_chunk=None))
-    whole, _ = _logits(model, schedule, text, InferenceOptions(token_chunk=None), forced=bits)
-    chunked, _ = _logits(model, schedule, text, InferenceOptions(token_chunk=37), forced=bits)  # uneven chunks
+    _, bits = step_logits(model, schedule, text, InferenceOptions(token_chunk=None))
+    whole, _ = step_logits(model, schedule, text, InferenceOptions(token_chunk=None), forced=bits)
+    chunked, _ = step_logits(model, schedule, text, InferenceOptions(token_chunk=37), forced=bits)  # uneven chunks
     assert max(s.num_tokens for s in schedule.scales) > 37
     assert len(whole) == len(chunked) == schedule.num_steps
     for a, b in zip(whole, chunked):
@@ -91,10 +66,10 @@ def test_compile_failure_falls_back_to_eager(model, schedule, monkeypatch, chunk
 
     monkeypatch.setattr(torch, "compile", broken_compile)
     text = torch.randn(9, model.cfg.text_channels, generator=torch.Generator().manual_seed(2))
-    _, bits = _logits(model, schedule, text, InferenceOptions(token_chunk=None))
-    eager, _ = _logits(model, schedule, text, InferenceOptions(token_chunk=None), forced=bits)
+    _, bits = step_logits(model, schedule, text, InferenceOptions(token_chunk=None))
+    eager, _ = step_logits(model, schedule, text, InferenceOptions(token_chunk=None), forced=bits)
     with pytest.warns(RuntimeWarning, match="torch.compile failed .*simulated.*eagerly"):
-        fallback, _ = _logits(model, schedule, text, InferenceOptions(token_chunk=chunk, compile=True), forced=bits)
+        fallback, _ = step_logits(model, schedule, text, InferenceOptions(token_chunk=chunk, compile=True), forced=bits)
     for a, b in zip(eager, fallback):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn as nn
 
-from infinitystar.generation.loop import generate_latent
 from infinitystar.models.config import get_preset
 from infinitystar.models.transformer import quantize as quant
 from infinitystar.models.transformer.block_runner import BlockRunner, InferenceOptions
@@ -24,6 +23,7 @@ from infinitystar.models.transformer.quantize import (
     quantized_layers,
 )
 from infinitystar.schedule import build_schedule
+from tests.helpers.steps import step_logits
 
 
 def tiny(seed: int = 0) -> InfinityTransformer:
@@ -34,23 +34,6 @@ def tiny(seed: int = 0) -> InfinityTransformer:
 @pytest.fixture(scope="module")
 def schedule():
     return build_schedule(1.0, "0.06M", 5, detail_scale_min_tokens=100)  # largest scale: 4 x 16 x 16 tokens
-
-
-def logits_of(model, schedule, text, forced=None, chunk: int | None = None) -> tuple[list[torch.Tensor], list]:
-    """Logits of every step of one seeded generation; with ``forced`` bits every step sees the same input
-    (a sampled bit that flips near its threshold would otherwise make every later step differ)."""
-    model.inference = InferenceOptions(token_chunk=chunk)
-    seen = []
-    out = generate_latent(
-        model,
-        schedule,
-        text,
-        generator=torch.Generator().manual_seed(3),
-        forced_bits=forced,
-        exact_forcing=forced is not None,
-        on_step=lambda r: seen.append(r.logits),
-    )
-    return seen, out.bits
 
 
 def relative_error(got: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
@@ -85,16 +68,18 @@ def test_only_the_blocks_linear_layers_are_quantized(mode, expected, monkeypatch
 def test_int8_logits_are_close_to_full_precision_and_blocks_shrink(schedule):
     model = tiny()
     text = torch.randn(9, model.cfg.text_channels, generator=torch.Generator().manual_seed(1))
-    ref, bits = logits_of(model, schedule, text)
-    ref, _ = logits_of(model, schedule, text, forced=bits)
+    ref, bits = step_logits(model, schedule, text)
+    ref, _ = step_logits(model, schedule, text, forced=bits)
     full_bytes = block_weight_bytes(model)
     quantize_transformer(model, "int8")
-    got, _ = logits_of(model, schedule, text, forced=bits)
+    got, _ = step_logits(model, schedule, text, forced=bits)
     err = relative_error(got, ref)
     assert 0 < err < 0.05, err  # measured 0.021: 8-bit weights with per-row scales
     # fp32 -> 1 byte per weight + a scale and a zero point per row; the norms stay fp32
     assert block_weight_bytes(model) < 0.3 * full_bytes
-    chunked, _ = logits_of(model, schedule, text, forced=bits, chunk=37)  # token chunks run the same kernels
+    chunked, _ = step_logits(
+        model, schedule, text, InferenceOptions(token_chunk=37), forced=bits
+    )  # token chunks run the same kernels
     assert max(s.num_tokens for s in schedule.scales) > 37
     for a, b in zip(chunked, got):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
