@@ -68,9 +68,10 @@ def _check_fp8_device(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_import():
+def quiet_torchao():
     """torchao logs a warning for each optional CUDA extension it cannot load (CPU builds of torch) and torch warns
-    about a deprecated registration it makes; neither concerns the weight-only kernels used here."""
+    about a deprecated registration it makes; neither concerns the weight-only kernels used here (nor peft, which
+    imports torchao when it is installed)."""
     loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -87,7 +88,7 @@ def _quiet_import():
 def _torchao_quantization():
     """``torchao.quantization``, imported lazily and quietly; a clear error naming the extra when it is missing."""
     try:
-        with _quiet_import():
+        with quiet_torchao():
             import torchao.quantization as tq
     except ImportError as exc:
         raise QuantizeError(f"weight-only quantization needs torchao ({exc}): {QUANT_EXTRA_HINT}") from None
@@ -130,7 +131,7 @@ def quantize_transformer(
         raise QuantizeError("quantize the transformer before enabling block offload (offload copies the host weights)")
     tq = _torchao_quantization()
     config = _config(mode)
-    with _quiet_import():
+    with quiet_torchao():
         for blk in model.blocks:
             if device is not None:
                 blk.to(device)

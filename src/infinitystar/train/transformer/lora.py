@@ -47,8 +47,11 @@ LORA_EXTRA_HINT = "pip install 'infinitystar[lora]'"
 
 def require_peft() -> None:
     """Fail early, with the extra to install, when peft is missing."""
+    from infinitystar.models.transformer.quantize import quiet_torchao
+
     try:
-        import peft  # noqa: F401
+        with quiet_torchao():  # peft imports torchao when present: its CPU-build warnings are noise here
+            import peft  # noqa: F401
     except ImportError:
         raise ValueError(f"the recipe's lora section trains LoRA adapters with peft: {LORA_EXTRA_HINT}") from None
 
