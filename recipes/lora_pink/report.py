@@ -83,7 +83,7 @@ def evaluate(spec: str, adapter: Path | None, out_dir: Path) -> tuple[dict, list
         code = cli(args)
     if code not in (0, 1):
         raise SystemExit(f"infinitystar {' '.join(args)} failed ({code}); see {out_dir / 'evaluate.log'}")
-    return json.loads((out_dir / "summary.json").read_text()), ["infinitystar", *args[:-3], *args[-2:]]
+    return json.loads((out_dir / "summary.json").read_text()), ["infinitystar", *(a for a in args if a != "--quiet")]
 
 
 def fmt(v) -> str:
