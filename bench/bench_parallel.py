@@ -33,7 +33,7 @@ import torch
 
 import infinitystar.parallel as ulysses
 from _common import Clock, PeakMemory
-from bench_generate import PROMPT, RunSpec, TimedTransformer, _groups, build_pipeline
+from _generation import PROMPT, RunSpec, TimedTransformer, _groups, build_pipeline
 from infinitystar.generation.layouts import BUILTIN_MODEL_DIR, read_transformer_config
 from infinitystar.generation.parallel import ParallelConfig, start_parallel
 from infinitystar.models.config import get_preset
