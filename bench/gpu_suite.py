@@ -103,7 +103,7 @@ class Suite:
     # -- models ------------------------------------------------------------------------------
     def spec(self, step: Step | None = None, settings: dict | None = None) -> RunSpec:
         settings = settings or {}
-        res = self.resolution(step.resolution) if step else None
+        res = self.step_resolution(step) if step else None
         return RunSpec(
             model="tiny" if self.smoke else "8b",
             device=self.device.type,
@@ -122,8 +122,8 @@ class Suite:
             vae_dtype=settings.get("vae_dtype", "fp32"),
         )
 
-    def resolution(self, name: str) -> str:
-        return SMOKE_RESOLUTIONS[name] if self.smoke else name
+    def step_resolution(self, step: Step) -> str:
+        return SMOKE_RESOLUTIONS[step.smoke_as or step.resolution] if self.smoke else step.resolution
 
     def build(self) -> None:
         """The GEMM rate (first, on a quiet device), then the pipeline, timed (not when no step is selected)."""
@@ -174,7 +174,7 @@ class Suite:
         args, settings, reason = parse_step(step)
         if reason:
             return self.report.step(step, "not available", reason)
-        resolution, duration = self.resolution(step.resolution), self.spec().duration
+        resolution, duration = self.step_resolution(step), self.spec().duration
         est, how = estimate(step, self.pipe, resolution, duration, self.rates)
         reserve = self.checks_reserve()
         left = self.left(reserve)
