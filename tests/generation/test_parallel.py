@@ -191,6 +191,19 @@ def test_cli_writes_the_video_of_one_process(tmp_path):
         assert f"rank 0 of 2 processes: {' '.join(flags)}" in proc.stderr
 
 
+@pytest.mark.slow
+def test_a_lora_adapter_on_sharded_weights_gives_the_video_of_one_process(tmp_path):
+    """The shipped pink adapter with sequence parallel over FSDP-sharded blocks: the adapters attach to the sharded
+    layers on every rank and the video is one process's, byte for byte."""
+    adapter = str(Path(__file__).resolve().parents[2] / "recipes" / "lora_pink" / "adapter")
+    prompt, one, split = "a pink triangle moving up on a navy background", tmp_path / "one.mp4", tmp_path / "sp.mp4"
+    assert main(["generate", prompt, "--seed", "3", "--out", str(one), "--quiet", "--lora", adapter]) == 0
+    flags = ["--sp-size", "2", "--fsdp", "--lora", adapter, "--quiet"]
+    proc = _launch(2, "-m", "infinitystar.cli", "generate", prompt, "--seed", "3", "--out", str(split), *flags)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert split.read_bytes() == one.read_bytes()
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Bad setups: one clear message, before any model loads
 # --------------------------------------------------------------------------------------------------------------------
