@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from _common import Clock, PeakMemory, describe_gemm, materialise, random_transformer
+from infinitystar.devices import parse_dtype
 from infinitystar.generation.flops import generation_flops
 from infinitystar.generation.layouts import parse_vae_dtype
 from infinitystar.generation.pipeline import InfinityStarPipeline
@@ -132,9 +133,8 @@ class MeasuredVAE:
 
 
 def run_dtype(spec: RunSpec, device: torch.device) -> torch.dtype:
-    if spec.dtype:
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.dtype]
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    """The run's dtype: ``spec.dtype``, else the package's default for ``device`` (bf16 on CUDA, fp32 elsewhere)."""
+    return parse_dtype(spec.dtype, device)
 
 
 def pipeline_config(resolution: str) -> PipelineConfig:
@@ -154,9 +154,7 @@ def pipeline_config(resolution: str) -> PipelineConfig:
 
 
 def _offload(spec: RunSpec) -> str:
-    return {(False, False): "none", (True, False): "text", (False, True): "blocks"}.get(
-        (spec.offload_text_encoder, spec.offload_blocks), "all"
-    )
+    return Placement(torch.device(spec.device), None, spec.offload_text_encoder, spec.offload_blocks).offload
 
 
 def build_pipeline(spec: RunSpec, device: torch.device) -> InfinityStarPipeline:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from _suite_parity import REL, Dump, exact_fp32, rel_err, reproduce
+from infinitystar.evaluation import metrics
 
 BF16_REL = 5e-2
 GRAD_REL = 1e-4
@@ -167,8 +168,7 @@ def vae_bf16(ctx: CheckContext) -> CheckResult:
         ref = vae.decode(latent.to(ctx.device)).float()
         parity = rel_err(ref, expected) if expected is not None else None
         low = vae.to(torch.bfloat16).decode(latent.to(ctx.device)).float()
-    mse = (low.clamp(-1, 1) - ref.clamp(-1, 1)).pow(2).mean().item()
-    psnr = 10 * math.log10(4.0 / mse) if mse > 0 else float("inf")  # peak-to-peak 2: MAX^2 = 4
+    psnr = metrics.psnr(low.clamp(-1, 1), ref.clamp(-1, 1), data_range=2.0)
     passed = psnr >= PSNR_MIN_DB and (parity is None or parity <= REL)
     source = "the parity dump's VAE and ar latent" if dump is not None else "the tiny preset's VAE, a random latent"
     figure = f"PSNR bf16 vs fp32 {psnr:.1f} dB (>= {PSNR_MIN_DB:.0f}; {source}, {tuple(ref.shape)})"

@@ -17,6 +17,7 @@ import argparse
 import torch
 
 from _common import random_transformer
+from infinitystar.devices import parse_dtype
 from infinitystar.generation.loop import generate_latent
 from infinitystar.models.transformer.quantize import block_weight_bytes, quantize_transformer
 from infinitystar.schedule import build_schedule
@@ -72,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = parse_dtype(args.dtype)
     print(
         f"logits of {args.quantize} vs {args.dtype} on {device}, {args.resolution}, {args.latent_frames} latent frames"
     )

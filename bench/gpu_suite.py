@@ -44,6 +44,8 @@ from _suite_parity import find_dump  # noqa: E402
 from _suite_report import Report  # noqa: E402
 from _suite_steps import SMOKE_RESOLUTIONS, STEPS, Rates, Step, estimate, parse_step  # noqa: E402
 from infinitystar.cli.model_options import apply_runtime_options  # noqa: E402
+from infinitystar.devices import parse_dtype  # noqa: E402
+from infinitystar.generation.placement import Placement  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,6 +106,7 @@ class Suite:
     def spec(self, step: Step | None = None, settings: dict | None = None) -> RunSpec:
         settings = settings or {}
         res = self.step_resolution(step) if step else None
+        place = Placement.of(self.device, None, settings.get("offload"))
         return RunSpec(
             model="tiny" if self.smoke else "8b",
             device=self.device.type,
@@ -114,11 +117,11 @@ class Suite:
             token_chunk=settings.get("token_chunk"),
             compile=bool(settings.get("compile", False)),
             text=self.text,
-            offload_text_encoder=settings.get("offload") in (True, "text", "all"),
+            offload_text_encoder=place.offload_text,
             mode=step.mode if step else "t2v",
             exact_forcing=step.exact_forcing if step else False,
             quantize=settings.get("quantize"),
-            offload_blocks=settings.get("offload") in ("blocks", "all"),
+            offload_blocks=place.offload_blocks,
             vae_dtype=settings.get("vae_dtype", "fp32"),
         )
 
@@ -127,7 +130,7 @@ class Suite:
 
     def build(self) -> None:
         """The GEMM rate (first, on a quiet device), then the pipeline, timed (not when no step is selected)."""
-        dtype = torch.float32 if self.smoke else torch.bfloat16
+        dtype = parse_dtype(None, self.device)  # bf16 on the GPU, fp32 for the smoke run on the CPU
         self.gemm = gemm_rate(self.device, dtype)
         print(f"GEMM rate {describe_gemm(self.gemm)}", flush=True)
         if not any(self.selected(step.name) for step in STEPS):
@@ -153,7 +156,7 @@ class Suite:
         self.pipe.transformer = None
         self.release_memory()
         spec = self.spec()
-        dtype = torch.float32 if self.smoke else torch.bfloat16
+        dtype = parse_dtype(None, self.device)  # bf16 on the GPU, fp32 for the smoke run on the CPU
         self.pipe.transformer = random_transformer(spec.model, self.device, dtype).eval()
         self.dirty = False
 
@@ -211,8 +214,6 @@ class Suite:
                 "cli.model_options.apply_runtime_options does not apply it to a built pipeline"
             )
             return self.report.step(step, "not available", reason)
-        if not self.pipe.offload_text_encoder:  # where an earlier step may have left it
-            self.pipe.text_encoder.to(self.device)
         with_resolution(self.pipe, resolution)
         t0 = time.monotonic()
         record = measure(self.pipe, self.spec(step, settings), self.gemm, warmup=step.warmup, deadline=self.left_at())

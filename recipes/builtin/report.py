@@ -47,12 +47,14 @@ MODEL_WORLD = WorldSpec(frames=17, size=128)
 
 
 def tokenizer_eval(
-    vae_file: Path, n: int, quantize: bool = True, spec: WorldSpec = MODEL_WORLD
+    vae_file: Path, n: int, quantize: bool = True, spec: WorldSpec = MODEL_WORLD, decoder_file: Path | None = None
 ) -> tuple[float, dict[str, float]]:
     """Mean PSNR (dB, frames in [0, 255]) of held-out world clips through VAE encode -> bits -> decode, and the
     analytic evaluator's accuracy on those reconstructions against the clips' captions: the ceiling that
-    generation through this tokenizer can reach."""
+    generation through this tokenizer can reach. ``decoder_file``: decode with that VAE's decoder instead (an
+    encoder trained for another model's decoder, as ``recipes/lora_pink``'s)."""
     vae = VideoVAE.from_original_checkpoint(vae_file).eval()
+    decoder = VideoVAE.from_original_checkpoint(decoder_file).eval() if decoder_file is not None else vae
     data = WorldDataset(n, seed=12345, split="heldout", spec=spec)
     sched = build_schedule(1.0, "0.016M", 5, detail_scale_min_tokens=16, frames_per_clip=2)
     values, hits = [], {"color": 0, "shape": 0, "motion": 0, "all": 0}
@@ -63,7 +65,7 @@ def tokenizer_eval(
             latent = vae.encode(x, sample=False)
             if quantize:
                 latent = decode_bits(encode_pyramid(latent, sched).bits, sched)
-            y = vae.decode(latent).clamp(-1, 1)
+            y = decoder.decode(latent).clamp(-1, 1)
             values.append(psnr(y, x, data_range=2.0))
             r = evaluate_video(frames_to_uint8(y)[0].numpy(), caption)
             for key, ok in (("color", r.color_correct), ("shape", r.shape_correct), ("motion", r.motion_correct)):

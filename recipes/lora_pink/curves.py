@@ -8,7 +8,7 @@ The same columns as the built-in model's curves (``recipes/builtin/curves.py``);
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import runpy
 from pathlib import Path
 
 #: csv name -> (run folder under --runs, columns after ``step``)
@@ -18,15 +18,6 @@ CURVES = {
 }
 
 
-def _builtin_curves():
-    """``recipes/builtin/curves.py`` (a script beside this one, not a package): its CSV writer."""
-    path = Path(__file__).resolve().parents[1] / "builtin" / "curves.py"
-    spec = importlib.util.spec_from_file_location("builtin_curves", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", default="runs/lora_pink")
@@ -34,7 +25,8 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_curve = _builtin_curves().write_curve
+    # recipes/builtin/curves.py (a script beside this one, not a package): its CSV writer
+    write_curve = runpy.run_path(str(Path(__file__).resolve().parents[1] / "builtin" / "curves.py"))["write_curve"]
     for name, (run, columns) in CURVES.items():
         metrics = Path(args.runs) / run / "metrics.jsonl"
         if metrics.is_file():

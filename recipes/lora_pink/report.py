@@ -20,47 +20,29 @@ import argparse
 import contextlib
 import hashlib
 import json
+import runpy
 import sys
 from pathlib import Path
 
-import torch
-
 from infinitystar.cli import main as cli
-from infinitystar.evaluation.metrics import psnr
 from infinitystar.generation.layouts import BUILTIN_MODEL_DIR
-from infinitystar.media import frames_to_uint8
-from infinitystar.models.quantizer import decode_bits, encode_pyramid
 from infinitystar.models.vae.checkpoint import vae_weights_file
-from infinitystar.models.vae.model import VideoVAE
-from infinitystar.schedule import build_schedule
-from infinitystar.world.dataset import WorldDataset
-from infinitystar.world.evaluate import evaluate_video
 from infinitystar.world.scenes import WorldSpec
 
 PINK_WORLD = WorldSpec(frames=17, size=128, colors=("pink",))
 TARGETS = {"pink-heldout": "color 90%, shape 80%, motion 80%", "heldout": "within 5 points of the base model"}
 
 
+#: ``recipes/builtin/report.py`` (a script beside this one, not a package): its tokenizer evaluation and number format
+BUILTIN_REPORT = runpy.run_path(str(Path(__file__).resolve().parents[1] / "builtin" / "report.py"), run_name="builtin")
+fmt = BUILTIN_REPORT["fmt"]
+
+
 def tokenizer_row(encoder_file: Path, n: int) -> tuple[float, dict[str, float]]:
     """Mean PSNR (dB) of ``n`` held-out pink clips encoded by ``encoder_file``'s encoder, quantised over the model's
     pyramid and decoded by the built-in decoder, and the evaluator's accuracy on the reconstructions."""
-    encoder = VideoVAE.from_original_checkpoint(encoder_file).eval()
-    decoder = VideoVAE.from_original_checkpoint(vae_weights_file(BUILTIN_MODEL_DIR)).eval()
-    data = WorldDataset(n, seed=12345, split="heldout", spec=PINK_WORLD)
-    sched = build_schedule(1.0, "0.016M", 5, detail_scale_min_tokens=16, frames_per_clip=2)
-    values, hits = [], {"color": 0, "shape": 0, "motion": 0, "all": 0}
-    with torch.no_grad():
-        for i in range(n):
-            video, caption = data[i]
-            x = video[None]  # [1, 3, 17, 128, 128] in [-1, 1]
-            latent = encoder.encode(x, sample=False)
-            y = decoder.decode(decode_bits(encode_pyramid(latent, sched).bits, sched)).clamp(-1, 1)
-            values.append(psnr(y, x, data_range=2.0))
-            r = evaluate_video(frames_to_uint8(y)[0].numpy(), caption)
-            for key, ok in (("color", r.color_correct), ("shape", r.shape_correct), ("motion", r.motion_correct)):
-                hits[key] += bool(ok)
-            hits["all"] += r.all_correct
-    return sum(values) / len(values), {k: v / n for k, v in hits.items()}
+    decoder = vae_weights_file(BUILTIN_MODEL_DIR)
+    return BUILTIN_REPORT["tokenizer_eval"](encoder_file, n, True, PINK_WORLD, decoder_file=decoder)
 
 
 def digest(path: Path | None) -> str:
@@ -84,10 +66,6 @@ def evaluate(spec: str, adapter: Path | None, out_dir: Path) -> tuple[dict, list
     if code not in (0, 1):
         raise SystemExit(f"infinitystar {' '.join(args)} failed ({code}); see {out_dir / 'evaluate.log'}")
     return json.loads((out_dir / "summary.json").read_text()), ["infinitystar", *(a for a in args if a != "--quiet")]
-
-
-def fmt(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
 def main() -> int:

@@ -126,8 +126,8 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike,
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-#: safetensors' names of the dtypes the project writes
-_SAFETENSORS_DTYPES = {
+#: safetensors' names of the dtypes the project writes and reads directly
+SAFETENSORS_DTYPES = {
     torch.float32: "F32",
     torch.float16: "F16",
     torch.bfloat16: "BF16",
@@ -152,11 +152,11 @@ def stream_safetensors(
     header: dict = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for key, (dtype, shape) in specs.items():
-        if dtype not in _SAFETENSORS_DTYPES:
+        if dtype not in SAFETENSORS_DTYPES:
             raise TypeError(f"{key}: dtype {dtype} cannot be stored in safetensors by this writer")
         nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
         span = [offset, offset + nbytes]
-        header[key] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": span}
+        header[key] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": span}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it

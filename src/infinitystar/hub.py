@@ -133,6 +133,13 @@ def _missing(folder: Path, patterns: list[str]) -> list[str]:
     return out
 
 
+def fetch(repo_id: str, patterns: Iterable[str], options: HubOptions | None = None) -> Path:
+    """The snapshot folder of exactly ``patterns`` of ``repo_id`` (e.g. a LoRA adapter's two files), from the cache
+    or downloaded, with the options and the environment honoured as for model repos."""
+    options = options or HubOptions()
+    return _snapshot(repo_id, list(patterns), options, options.local_files_only or offline_env())
+
+
 def _snapshot(repo_id: str, patterns: list[str], options: HubOptions, offline: bool) -> Path:
     """``snapshot_download`` of ``patterns``, its errors turned into one :class:`HubError` that says what to do."""
     try:

@@ -121,11 +121,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args, items, out_dir: Path, rank: int, world: int, local_rank: int, log) -> dict:
     """Generate this rank's missing outputs; the model is loaded only when something is missing."""
-    from infinitystar.generation.batch import output_done, output_path, run_batch
+    from infinitystar.generation.batch import item_output, output_done, run_batch
 
     def missing(item) -> bool:
-        duration = item.duration if item.duration is not None else args.duration
-        return not output_done(output_path(out_dir, item, image=duration == 0))
+        return not output_done(item_output(out_dir, item, args.duration))
 
     todo = [it for it in items if missing(it)]
     result = {"generated": 0, "skipped": len(items) - len(todo), "failed": []}

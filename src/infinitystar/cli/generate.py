@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     device = rank_device(args.device, local_rank, world)
     config = check_model_and_options(args, temperatures, device)
     if args.prompts is None:
-        plan = plan_single(args, config)[0]
+        plan = plan_single(args, config)
     else:
         args.resume_hint = "rerun the same command to continue the batch where it stopped (finished outputs are kept)"
         size = group_size(args)  # the processes of one video share every item; groups split the items
@@ -204,7 +204,7 @@ def _single(pipe, args, common, rewriter, log, outputs) -> int:
 def _batch_todo(args, config, rank: int, world: int, *, show: bool = True) -> tuple[list, list[str], int]:
     """(this rank's items still to generate, the bad items of the file, how many are already done); the bad items
     are reported now, before anything runs."""
-    from infinitystar.generation.batch import output_done, output_path
+    from infinitystar.generation.batch import item_output, output_done
     from infinitystar.generation.prompt_files import shard
 
     items, problems = plan_batch(args, config, rank)
@@ -219,8 +219,7 @@ def _batch_todo(args, config, rank: int, world: int, *, show: bool = True) -> tu
     out_dir = Path(args.out_dir)
 
     def done(item) -> bool:
-        duration = item.duration if item.duration is not None else args.duration
-        return not args.overwrite and output_done(output_path(out_dir, item, image=duration == 0))
+        return not args.overwrite and output_done(item_output(out_dir, item, args.duration))
 
     todo = [item for item in mine if not done(item)]
     return todo, problems, len(mine) - len(todo)

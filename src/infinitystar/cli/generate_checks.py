@@ -21,7 +21,7 @@ from infinitystar.cli.outputs import (
     estimate_bytes,
     numbered,
 )
-from infinitystar.generation.ranges import SEED_MAX, RangeError, check_seed, draw_seed
+from infinitystar.generation.ranges import SEED_MAX, RangeError, check_seed, draw_seed, resolve_seed
 from infinitystar.text.prompts import repair_text
 
 
@@ -57,21 +57,6 @@ def check_model_and_options(args: argparse.Namespace, temperatures, device):
     return config
 
 
-def _pixel_size(config, h_div_w: float) -> tuple[int, int]:
-    from infinitystar.schedule import build_schedule
-
-    c = config  # the arguments InfinityStarPipeline.schedule builds a window's schedule with
-    return build_schedule(
-        h_div_w,
-        c.resolution,
-        1,
-        image_repetition=c.image_repetition,
-        video_repetition=c.video_repetition,
-        detail_scale_min_tokens=c.detail_scale_min_tokens,
-        frames_per_clip=c.frames_per_clip,
-    ).pixel_hw
-
-
 def _check_inputs_decode(image: str | None, video: str | None) -> None:
     """An image decodes fully, a video's first frame decodes: a broken file fails now, not after loading a model."""
     from infinitystar.media.decode import verify_decodes
@@ -82,9 +67,9 @@ def _check_inputs_decode(image: str | None, video: str | None) -> None:
         verify_decodes(video, "video")
 
 
-def plan_single(args: argparse.Namespace, config) -> tuple[list[Output], bool]:
-    """The outputs of ``generate PROMPT`` (``--num-samples`` of them, seeds seed, seed+1, ...) and whether they are
-    images; the request, its inputs and every output path are checked."""
+def plan_single(args: argparse.Namespace, config) -> list[Output]:
+    """The outputs of ``generate PROMPT`` (``--num-samples`` of them, seeds seed, seed+1, ...); the request, its
+    inputs and every output path are checked."""
     from infinitystar.generation.plan import plan_request
 
     req = plan_request(
@@ -98,12 +83,11 @@ def plan_single(args: argparse.Namespace, config) -> tuple[list[Output], bool]:
     )
     _check_inputs_decode(args.image, args.video)
     count = args.num_samples
-    base = check_seed(args.seed)
-    base = draw_seed() if base is None else base
+    base = resolve_seed(args.seed)
     if base + count - 1 > SEED_MAX:
         raise RangeError(f"--seed {base} + {count - 1} (one seed per sample) is beyond the largest seed, {SEED_MAX}")
     image = req.seconds == 0
-    height, width = _pixel_size(config, req.h_div_w)
+    height, width = config.schedule(req.h_div_w, 1).pixel_hw
     if args.out:
         out = Path(args.out)
         need = estimate_bytes(req.target_frames, height, width, out.suffix.lower())
@@ -115,7 +99,7 @@ def plan_single(args: argparse.Namespace, config) -> tuple[list[Output], bool]:
         need = estimate_bytes(req.target_frames, height, width, ".png" if image else ".mp4")
         check_output_folder(Path.cwd(), "the current folder", need)
         paths = [None] * count
-    return [Output(base + k, p) for k, p in enumerate(paths)], image
+    return [Output(base + k, p) for k, p in enumerate(paths)]
 
 
 def _item_problem(item, args: argparse.Namespace, config) -> str | None:

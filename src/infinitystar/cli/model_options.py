@@ -132,14 +132,18 @@ def group_size(args: argparse.Namespace) -> int:
     return max(1, getattr(args, "sp_size", 1)) * (2 if getattr(args, "cfg_parallel", False) else 1)
 
 
+def _check_token_chunk(args: argparse.Namespace) -> None:
+    token_chunk = getattr(args, "token_chunk", None)
+    if token_chunk is not None and token_chunk < 0:
+        raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {token_chunk}")
+
+
 def check_model_arguments(args: argparse.Namespace) -> list:
     """Checks that need no model (run before loading one); returns the ``--lora`` adapters (``LoraSpec`` list),
     each found on disk (or a hub repo id)."""
     from infinitystar.generation.lora import check_source, parse_lora_spec
 
-    token_chunk = getattr(args, "token_chunk", None)
-    if token_chunk is not None and token_chunk < 0:
-        raise ValueError(f"--token-chunk must be >= 0 (0 = whole scales), got {token_chunk}")
+    _check_token_chunk(args)
     sp_size = getattr(args, "sp_size", 1)
     if sp_size < 1:
         raise ValueError(f"--sp-size must be >= 1 (the processes that share every step), got {sp_size}")
@@ -191,7 +195,7 @@ def apply_runtime_options(pipe, args: argparse.Namespace) -> set[str]:
     from infinitystar.generation.layouts import parse_vae_dtype
     from infinitystar.generation.placement import Placement, apply_placement
 
-    check_model_arguments(args)
+    _check_token_chunk(args)
     apply_placement(pipe, Placement.of(pipe.device, getattr(args, "quantize", None), getattr(args, "offload", None)))
     applied = {"quantize", "offload"}
     if hasattr(args, "vae_dtype"):

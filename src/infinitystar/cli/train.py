@@ -114,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     args.resume_hint = "the checkpoints written so far are kept: add --resume to continue from the newest"
-    cfg = resolve_config(args)
-    if cfg.model.init and cfg.model.init != "builtin":  # a repo id is fetched once here (its recipe's resolution)
-        from infinitystar.hub import resolve
+    from infinitystar.train.transformer.config import resolve_init
 
-        cfg.model.init = str(resolve(cfg.model.init, ("transformer",), cfg.schedule.resolution, hub_options(args)))
+    cfg = resolve_config(args)
+    # a repo id is fetched once here, before anything is written (the transformer of the recipe's resolution)
+    cfg.model.init = resolve_init(cfg.model.init, cfg.schedule.resolution, hub_options(args))
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0

@@ -28,6 +28,12 @@ def output_path(out_dir: Path, item: PromptItem, image: bool) -> Path:
     return out_dir / f"{item.name}{'.png' if image else '.mp4'}"
 
 
+def item_output(out_dir: Path, item: PromptItem, default_duration: float | None) -> Path:
+    """Where ``item``'s output goes: a .png when its duration (else the command's) is 0, an .mp4 otherwise."""
+    duration = item.duration if item.duration is not None else default_duration
+    return output_path(out_dir, item, image=duration == 0)
+
+
 def output_problem(path: Path) -> str | None:
     """Why an existing output cannot count as done (it does not decode to its last frame), or None when it does.
 
@@ -44,9 +50,15 @@ def output_problem(path: Path) -> str | None:
     return None
 
 
-def output_done(path: Path) -> bool:
-    """Whether ``path`` holds a finished output: it exists and decodes."""
-    return path.is_file() and output_problem(path) is None
+def output_done(path: Path, *, report: bool = False) -> bool:
+    """Whether ``path`` holds a finished output: it exists and decodes (with ``report``, a broken one is said, as it
+    is about to be made again)."""
+    if not path.exists():
+        return False
+    problem = output_problem(path)
+    if problem is not None and report:
+        print(f"infinitystar: {path} exists but does not decode ({problem}): generating it again", file=sys.stderr)
+    return problem is None
 
 
 def run_batch(
@@ -79,8 +91,8 @@ def run_batch(
     adapters = BatchAdapters(pipe)
     for item in items:
         duration = item.duration if item.duration is not None else defaults.get("duration")
-        path = output_path(out_dir, item, image=duration == 0)
-        if not overwrite and _already_done(path):
+        path = item_output(out_dir, item, defaults.get("duration"))
+        if not overwrite and output_done(path, report=True):
             summary.skipped += 1
             continue
         try:
@@ -112,16 +124,6 @@ def run_batch(
         if log is not None:
             log(f"[{rank}] {path.name}: {out.mode}, seed {out.seed}, {record['seconds']} s")
     return summary
-
-
-def _already_done(path: Path) -> bool:
-    """Whether ``path`` holds a finished output (it exists and decodes); a broken one is said and made again."""
-    if not path.exists():
-        return False
-    problem = output_problem(path)
-    if problem is not None:
-        print(f"infinitystar: {path} exists but does not decode ({problem}): generating it again", file=sys.stderr)
-    return problem is None
 
 
 def _record(item: PromptItem, out, path: Path) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infinitystar.generation.ranges import SEED_MAX, RangeError, check_seed, draw_seed
+from infinitystar.generation.ranges import SEED_MAX, RangeError, check_seed, resolve_seed
 from infinitystar.text.prompts import check_prompt
 
 #: the largest batch one call accepts (a guard against ``num_videos_per_prompt=1e9``; loop for more)
@@ -91,8 +91,7 @@ def plan_calls(
         checked = check_seed(seed)
         used = int(generator.initial_seed()) if checked is None else checked
         return CallPlan([Job(groups[0], used, generator)], single, from_list)
-    base = check_seed(seed)
-    base = draw_seed() if base is None else base
+    base = resolve_seed(seed)
     if base + count - 1 > SEED_MAX:
         raise RangeError(f"seed {base} + {count - 1} (one seed per video) is beyond the largest seed, {SEED_MAX}")
     jobs = [Job(g, base + k) for g in groups for k in range(count)]

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infinitystar import hub
 from infinitystar.models.transformer import lora as runtime
 from infinitystar.models.transformer.lora import LoraError
 from infinitystar.models.transformer.lora_files import (
@@ -39,10 +40,6 @@ __all__ = [
     "resolve_adapter_source",
 ]
 
-#: a Hugging Face repo id: owner/name
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-LORA_EXTRA_HINT = "pip install 'infinitystar[lora]'"
-
 
 def _accepted() -> str:
     return (
@@ -52,17 +49,10 @@ def _accepted() -> str:
 
 
 def _from_hub(repo_id: str) -> Path:
-    """The adapter files of a hub repo, from the local cache or downloaded (huggingface_hub: the ``lora`` extra)."""
+    """The adapter files of a hub repo, from the local cache or downloaded (:func:`infinitystar.hub.fetch`)."""
     try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise LoraError(
-            f"{repo_id!r} is not a local path; loading an adapter from the Hugging Face hub needs huggingface_hub: "
-            f"{LORA_EXTRA_HINT}"
-        ) from None
-    try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS]))
-    except Exception as exc:  # offline, unknown repo, no permission: one message
+        folder = hub.fetch(repo_id, [ADAPTER_CONFIG, ADAPTER_WEIGHTS])
+    except Exception as exc:  # offline and not cached, unknown repo, no permission: one message
         raise LoraError(f"cannot fetch LoRA adapter {repo_id!r} from the hub ({type(exc).__name__}: {exc})") from None
     if not is_adapter_folder(folder):
         raise LoraError(f"hub repo {repo_id!r} has no {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} at its root")
@@ -79,14 +69,14 @@ def resolve_adapter_source(source: str | os.PathLike) -> Path:
             if is_adapter_folder(candidate):
                 return candidate
         raise LoraError(f"{path} holds no LoRA adapter; expected {_accepted()}")
-    if not path.exists() and isinstance(source, str) and _REPO_ID.match(source) and not source.startswith("."):
+    if not path.exists() and hub.is_repo_id(source):
         return _from_hub(source)
     raise LoraError(f"LoRA adapter not found: {source}; expected {_accepted()}")
 
 
 def check_source(source: str | os.PathLike) -> None:
     """Fail now if ``source`` is neither an adapter on disk nor a repo id (which is only fetched when loaded)."""
-    if Path(source).exists() or not (isinstance(source, str) and _REPO_ID.match(source)):
+    if Path(source).exists() or not hub.is_repo_id(source):
         resolve_adapter_source(source)
 
 

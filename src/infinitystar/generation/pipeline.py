@@ -50,7 +50,7 @@ from infinitystar.models.quantizer import encode_pyramid
 from infinitystar.models.transformer.model import InfinityTransformer
 from infinitystar.models.transformer.offload import offload_of
 from infinitystar.models.vae.model import VideoVAE
-from infinitystar.schedule import Schedule, build_schedule
+from infinitystar.schedule import Schedule
 from infinitystar.sizes import FPS, latent_frames, nearest_template, parse_aspect_ratio
 from infinitystar.text.encoders import TextEncoder
 
@@ -198,16 +198,7 @@ class InfinityStarPipeline(LoraLoaderMixin):
 
     def schedule(self, h_div_w: float, num_latent_frames: int) -> Schedule:
         """The schedule of one window: the model's resolution and repetitions, the template of ``h_div_w``."""
-        c = self.config
-        return build_schedule(
-            h_div_w,
-            c.resolution,
-            num_latent_frames,
-            image_repetition=c.image_repetition,
-            video_repetition=c.video_repetition,
-            detail_scale_min_tokens=c.detail_scale_min_tokens,
-            frames_per_clip=c.frames_per_clip,
-        )
+        return self.config.schedule(h_div_w, num_latent_frames)
 
     def pixel_size(self, aspect_ratio: str | float) -> tuple[int, int]:
         """(height, width) of the videos this model makes at an aspect ratio ('16:9' or h/w)."""
@@ -400,7 +391,8 @@ class InfinityStarPipeline(LoraLoaderMixin):
         return [f.to(self.device, torch.float32) for f in feats]
 
     def _encode_negative(self, negative_prompt, options: SamplingOptions, timings) -> torch.Tensor | None:
-        if check_negative_prompt(negative_prompt, options) is None:
+        """``negative_prompt`` was checked by ``__call__`` (``check_negative_prompt``: None for none or empty)."""
+        if negative_prompt is None:
             return None  # the learned null text, as the original
         t0 = time.perf_counter()
         feats = self._run_text_encoder([negative_prompt])[0]

@@ -108,7 +108,7 @@ def apply_placement(pipe, placement: Placement) -> None:
     have = quantization_of(t)
     if have != placement.quantize and have is not None:
         raise PlacementError(f"the transformer is {have}-quantized; to run it otherwise, load it again")
-    if placement.offload_blocks != (offload_of(t) is not None) and not placement.offload_blocks:
+    if offload_of(t) is not None and not placement.offload_blocks:
         raise PlacementError("the transformer blocks are offloaded; to keep them on the device, load it again")
     if placement.quantize and have is None:
         quantize_transformer(t, placement.quantize, placement.device)

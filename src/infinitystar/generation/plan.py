@@ -20,6 +20,7 @@ from infinitystar import config_dicts
 from infinitystar.generation.loop import SamplingOptions
 from infinitystar.generation.ranges import check_guidance_scale, check_temperatures
 from infinitystar.generation.sampling import GUIDANCE_METHODS, Guidance
+from infinitystar.schedule import Schedule, build_schedule
 from infinitystar.sizes import (
     FPS,
     PN_NUM_SCALES,
@@ -93,6 +94,19 @@ class PipelineConfig:
     @property
     def clips_per_window(self) -> int:
         return FPS * self.max_duration // (TEMPORAL_COMPRESSION * self.frames_per_clip)
+
+    def schedule(self, h_div_w: float, num_latent_frames: int) -> Schedule:
+        """The schedule of one window: this model's resolution and repetitions, the template of ``h_div_w`` (what the
+        pipeline runs and what the CLI's checks size outputs with)."""
+        return build_schedule(
+            h_div_w,
+            self.resolution,
+            num_latent_frames,
+            image_repetition=self.image_repetition,
+            video_repetition=self.video_repetition,
+            detail_scale_min_tokens=self.detail_scale_min_tokens,
+            frames_per_clip=self.frames_per_clip,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -129,17 +129,18 @@ class BlockRunner:
         if sharded:
             blk.unshard()
         try:
-            return self._pieces(options, blk, x, cos, sin, attend)
+            return self._pieces(options, blk, x, cos, sin, attend, whole)
         finally:
             if sharded:
                 blk.reshard()
 
-    def _pieces(self, options: InferenceOptions, blk, x, cos, sin, attend) -> torch.Tensor:
-        """The block as its three (compiled) pieces, over token chunks on scales larger than ``token_chunk``."""
+    def _pieces(self, options: InferenceOptions, blk, x, cos, sin, attend, whole: bool) -> torch.Tensor:
+        """The block as its three (compiled) pieces; ``whole`` False: over token chunks (a scale larger than
+        ``token_chunk``)."""
         chunk = options.token_chunk
         n = x.shape[1]
         qkv, attn_residual, mlp_residual = self._functions(options, type(blk))
-        if chunk is None or n <= chunk or torch.is_grad_enabled():
+        if whole:
             q, k, v = qkv(blk, x, cos, sin)
             return mlp_residual(blk, attn_residual(blk, x, attend(q, k, v)))
         # Pass 1: q, k, v chunk by chunk (the normalised input and RoPE's fp32 temporaries never exist

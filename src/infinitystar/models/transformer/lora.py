@@ -28,6 +28,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from infinitystar.models.transformer.offload import offload_of
+from infinitystar.models.transformer.quantize import quantization_of
+
 __all__ = [
     "ADAPTER_NAME",
     "BLOCK_TARGETS",
@@ -166,7 +169,7 @@ def attach(model: nn.Module, name: str, weights: Mapping[str, LoraWeights], scal
 
 def _refresh_offload(model: nn.Module) -> None:
     """Block offload keeps a list of each block's tensors: adapters added or removed must enter or leave it."""
-    offload = getattr(model, "offload", None)
+    offload = offload_of(model)
     if offload is not None:
         offload.refresh()
 
@@ -212,7 +215,7 @@ def fuse(model: nn.Module) -> list[str]:
     """Add every active (scale != 0) adapter not fused yet into its layers' weights; returns their names. Quantized
     weights are refused: adding a float product to int8/fp8 codes would re-quantize them (the adapters then keep
     working on the fly, unfused)."""
-    mode = getattr(model, "quantization", None)
+    mode = quantization_of(model)
     if mode is not None and any(True for _ in _lora_layers(model)):
         raise LoraError(
             f"cannot fuse adapters into {mode}-quantized weights (it would round the product to {mode} codes); they "

@@ -81,8 +81,7 @@ def write_adapter(
     """Write an adapter folder. ``tensors``: ``{module}.lora_A.weight`` / ``{module}.lora_B.weight`` (our module
     names); ``peft_config``: the ``LoraConfig`` as a JSON dict; ``meta``: this package's metadata (``transformer``,
     ``name``, ``step``, ...). Both files are written atomically, the weights first."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)  # created by the atomic writes
     state = {PEFT_PREFIX + k: (v if dtype is None else v.to(dtype)) for k, v in tensors.items()}
     header = {"format": "pt", META_KEY: json.dumps({"format": META_FORMAT, "version": 1, **meta}, sort_keys=True)}
     save_safetensors(state, folder / ADAPTER_WEIGHTS, metadata=header)

@@ -52,22 +52,18 @@ class BlockOffload:
         self.pinned = self.device.type == "cuda"
         self._side = torch.cuda.Stream(self.device) if self.pinned else None
         self._ready: dict[int, tuple[list[torch.Tensor], torch.cuda.Event | None]] = {}
-        self._host: dict[int, list[torch.Tensor]] = {}
+        self._host: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(self.blocks))}
         self.loads: deque[int] = deque(maxlen=4096)
-        for i, blk in enumerate(self.blocks):
-            host = []
-            for module, name in _params(blk):
-                _set(module, name, map_tensor(getattr(module, name).detach(), self._to_host))
-                host.append(getattr(module, name))  # the same objects are put back after each run
-            self._host[i] = host
+        self.refresh()  # every block tensor to the host
 
     def _to_host(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to("cpu")
         return t.pin_memory() if self.pinned else t
 
     def refresh(self) -> None:
-        """Take in a change of the blocks' set of tensors (LoRA adapters attached or removed): the new ones move to
-        the host, the ones removed are forgotten; called with no block on the device."""
+        """Move the blocks' tensors not on the host yet there and record each block's list (the same objects are
+        put back after each run). Called when offload starts and after the set changes (LoRA adapters attached or
+        removed: the ones removed are forgotten), with no block on the device."""
         self.finish()
         for i, blk in enumerate(self.blocks):
             known = {id(t) for t in self._host[i]}

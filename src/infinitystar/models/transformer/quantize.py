@@ -20,6 +20,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from infinitystar.models.transformer.offload import offload_of
 from infinitystar.models.transformer.tensors import map_tensor, tensor_bytes
 
 #: accepted ``quantize=`` values (``None``: full precision)
@@ -127,7 +128,7 @@ def quantize_transformer(
         return model
     if quantization_of(model) is not None:
         raise QuantizeError(f"the transformer is already quantized ({quantization_of(model)})")
-    if getattr(model, "offload", None) is not None:
+    if offload_of(model) is not None:
         raise QuantizeError("quantize the transformer before enabling block offload (offload copies the host weights)")
     tq = _torchao_quantization()
     config = _config(mode)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from infinitystar.checkpoints import CheckpointError, torch_load_weights
+from infinitystar.checkpoints import SAFETENSORS_DTYPES, CheckpointError, torch_load_weights
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
@@ -125,18 +125,7 @@ def read_header(file: Path) -> dict[str, tuple[int, ...]]:
 
 
 #: safetensors dtype names -> torch dtypes read directly (others go through safetensors itself)
-_DTYPES = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F64": torch.float64,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+_DTYPES = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
 
 
 def _iter_safetensors(file: Path, keys: Iterable[str]) -> Iterator[tuple[str, torch.Tensor]]:

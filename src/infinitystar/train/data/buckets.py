@@ -14,7 +14,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from infinitystar.train.data.captions import item_seed
+from infinitystar.train.data.captions import item_generator
 
 
 def check_shard(rank: int, world_size: int) -> None:
@@ -51,7 +51,7 @@ def plan_batches(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     check_shard(rank, world_size)
-    g = torch.Generator().manual_seed(item_seed(seed, epoch, "", "batches"))
+    g = item_generator(seed, epoch, "", "batches")
     batches: list[list[int]] = []
     for members in group_by_bucket(keys).values():
         if shuffle:

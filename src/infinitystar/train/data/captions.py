@@ -23,7 +23,7 @@ import torch
 
 from infinitystar import config_dicts
 from infinitystar.text.prompts import duration_tag
-from infinitystar.train.seeds import derive_seed
+from infinitystar.train.seeds import derive_seed, make_generator
 
 _SENTENCE_END = re.compile(r"\.+")
 
@@ -65,7 +65,7 @@ def item_seed(seed: int, epoch: int, key: str, purpose: str = "") -> int:
 
 def item_generator(seed: int, epoch: int, key: str, purpose: str = "", device: str | torch.device = "cpu"):
     """A ``torch.Generator`` seeded by :func:`item_seed`."""
-    return torch.Generator(device=device).manual_seed(item_seed(seed, epoch, key, purpose))
+    return make_generator(device, int(seed), int(epoch), str(key), str(purpose))
 
 
 def sentence_bounds(text: str) -> list[int]:

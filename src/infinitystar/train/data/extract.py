@@ -30,7 +30,7 @@ from torch import Tensor
 
 from infinitystar.files import write_json
 from infinitystar.train.data.buckets import shard_items
-from infinitystar.train.data.captions import candidate_captions, item_seed
+from infinitystar.train.data.captions import candidate_captions, item_generator
 from infinitystar.train.data.latent_cache import (
     CacheConfig,
     CacheError,
@@ -99,7 +99,7 @@ def encode_clip(
     ``(seed, key)`` on the VAE's device, so a file does not depend on which rank or run made it."""
     device = vae.latent_scales.device
     video = clip.video[None].to(device=device, dtype=vae.latent_scales.dtype)  # [3,T,H,W] -> [1,3,T,H,W]
-    g = torch.Generator(device=device).manual_seed(item_seed(seed, 0, key, "posterior"))
+    g = item_generator(seed, 0, key, "posterior", device)
     latent = vae.encode(video, sample=posterior == "sample", generator=g, chunk_frames=chunk_frames)
     latent = latent[0].float().cpu()  # [1,64,t,h,w] -> [64,t,h,w]
     if not torch.isfinite(latent).all():

@@ -19,6 +19,7 @@ from typing import Any
 from infinitystar import config_dicts
 from infinitystar.models.config import PRESETS, VAEConfig
 from infinitystar.schedule import Schedule
+from infinitystar.train.optim import LR_SCHEDULES
 from infinitystar.train.recipe import read_recipe
 from infinitystar.train.tokenizer.discriminator import DiscriminatorConfig
 from infinitystar.train.tokenizer.pyramid import BSQLossConfig, tokenizer_schedule
@@ -209,7 +210,7 @@ class TokenizerTrainConfig:
             problems.append(f"data.batch_size must be >= 1, got {d.batch_size}")
         if d.source not in ("smooth", "world", "media"):
             problems.append(f"data.source must be 'smooth', 'world' or 'media', got {d.source!r}")
-        if self.optim.decay not in ("constant", "cosine"):
+        if self.optim.decay not in LR_SCHEDULES:
             problems.append(f"optim.decay must be 'constant' or 'cosine', got {self.optim.decay!r}")
         if self.optim.lr <= 0 or not 0 <= self.quantizer.skip_detail_prob <= 1:
             problems.append("optim.lr must be > 0 and quantizer.skip_detail_prob in [0, 1]")

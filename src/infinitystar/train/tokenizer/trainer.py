@@ -42,7 +42,7 @@ from infinitystar.files import append_jsonl, write_json
 from infinitystar.models.vae.checkpoint import save_vae_folder
 from infinitystar.schedule import Schedule
 from infinitystar.train.checkpoint_checks import resume_from
-from infinitystar.train.checkpointing import quiet_single_process, save_checkpoint
+from infinitystar.train.checkpointing import save_checkpoint
 from infinitystar.train.metrics_log import truncate_metrics
 from infinitystar.train.tokenizer.config import TokenizerTrainConfig
 from infinitystar.train.tokenizer.data import ClipStream, build_data_source, check_video
@@ -324,16 +324,14 @@ class TokenizerTrainer:
     def resume(self, which: str | int | bool = "latest") -> int | None:
         """Load a checkpoint of the run folder: the newest ('latest'), the newest intact one ('latest-valid') or a
         step (see :mod:`infinitystar.train.checkpoint_checks`); returns its step (None if the run has none)."""
-        with quiet_single_process():
-            step = resume_from(self.checkpoint_dir, self.state(), which)
+        step = resume_from(self.checkpoint_dir, self.state(), which)  # DCP's one-process warning silenced there
         if step is not None:
             self.step = int(step)
             self._schedules.clear()
         return step
 
     def save(self) -> Path:
-        with quiet_single_process():
-            return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep)
+        return save_checkpoint(self.checkpoint_dir, self.step, self.state(), keep=self.cfg.keep)
 
     def fit(self, steps: int | None = None, *, resume: bool | str | int = False) -> list[dict[str, Any]]:
         """Train until ``steps`` (default ``cfg.steps``) and export the VAE; returns this call's metrics.

@@ -54,6 +54,21 @@ def _fail(section: str, msg: str) -> None:
     raise ValueError(f"invalid {WHAT} [{section}]: {msg}")
 
 
+#: ``model.init`` naming the built-in default model's transformer (wherever the package is installed)
+BUILTIN_INIT = "builtin"
+
+
+def resolve_init(init: str | None, resolution: str | None, options=None) -> str | None:
+    """``model.init`` as a local path: a Hugging Face repo id fetched into the hub cache (its transformer at
+    ``resolution`` only; ``options``: :class:`~infinitystar.hub.HubOptions`); None and :data:`BUILTIN_INIT` as
+    they are. A name that is neither a path nor a repo id fails with the accepted forms."""
+    if init is None or init == BUILTIN_INIT:
+        return init
+    from infinitystar.hub import resolve
+
+    return str(resolve(init, ("transformer",), resolution, options))
+
+
 @dataclass
 class ModelSection:
     """Which transformer to train and where its first weights come from."""

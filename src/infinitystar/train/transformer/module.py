@@ -17,7 +17,7 @@ from infinitystar.train import checkpointing as ckpt
 from infinitystar.train.distributed import (
     unwrapped_name,
 )
-from infinitystar.train.transformer.config import TrainConfig
+from infinitystar.train.transformer.config import BUILTIN_INIT, TrainConfig
 
 # --------------------------------------------------------------------------------------
 # The model as trained
@@ -77,8 +77,9 @@ def load_init_state(path: str | Path, cfg: TransformerConfig, resolution: str | 
     from infinitystar.generation.layouts import BUILTIN_MODEL_DIR
     from infinitystar.models.transformer.checkpoint import load_original_transformer
 
-    p = BUILTIN_MODEL_DIR / "transformer" if str(path) == "builtin" else Path(path)
-    if str(path) == "builtin":
+    builtin = str(path) == BUILTIN_INIT
+    p = BUILTIN_MODEL_DIR / "transformer" if builtin else Path(path)
+    if builtin:
         found = read_json(p / "config.json", "built-in model config", CheckpointError)
         builtin_cfg = TransformerConfig.from_dict(found)
         if builtin_cfg != cfg:
