@@ -23,7 +23,15 @@ import torch
 from infinitystar.checkpoints import CheckpointError, check_coverage, stream_safetensors
 from infinitystar.devices import dtype_name
 from infinitystar.files import write_json
-from infinitystar.generation.layouts import MODEL_INDEX, RELEASED_T5, RELEASED_VAE, model_folder, model_index
+from infinitystar.generation.layouts import (
+    MODEL_INDEX,
+    RELEASED_T5,
+    RELEASED_VAE,
+    check_released_parts,
+    model_folder,
+    model_index,
+    released_root,
+)
 from infinitystar.generation.plan import RELEASED_CONFIGS
 from infinitystar.hub import HubOptions
 from infinitystar.models.transformer.checkpoint import INDEX_NAME, expected_original_shapes, infer_transformer_config
@@ -61,8 +69,6 @@ def convert_released(
     """Write our layout at ``dst`` from the released layout at ``src`` (a folder or a repo id: only the chosen
     resolution is fetched). ``transformer_weights`` replaces the transformer (a fine-tuned one, e.g. the original's
     ``global_step_N.pth``). ``link=False`` copies the text encoder instead of hard-linking it."""
-    from infinitystar.generation.layouts import released_root
-
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"unsupported dtype {dtype}; accepted: bf16, fp32, fp16")
     dst = Path(dst)
@@ -75,9 +81,7 @@ def convert_released(
         root, weights, res = released_root(root, resolution)
     except FileNotFoundError:
         raise CheckpointError(f"{src} holds no released weights folder (infinitystar_8b_480p/720p_weights)") from None
-    for part in (root / RELEASED_VAE, root / RELEASED_T5):
-        if not part.exists():
-            raise CheckpointError(f"released layout at {root}: {part.name} is missing ({part})")
+    check_released_parts(root)
     tmp = dst.parent / f".{dst.name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)  # a conversion interrupted earlier

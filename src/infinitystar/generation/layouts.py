@@ -133,18 +133,8 @@ def read_pipeline_config(path: Path, resolution: str | None = None) -> PipelineC
     """The generation settings of a model folder (:func:`model_folder`'s result), read without loading any weights:
     what a command checks a request against before it spends time loading the model."""
     if (path / MODEL_INDEX).is_file():
-        index = _read(path / MODEL_INDEX)
-        if not isinstance(index, dict) or index.get("format") != "infinitystar":
-            raise CheckpointError(f"{path / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
-        cfg = PipelineConfig.from_dict(index.get("pipeline", {}))
-        if resolution is not None and resolution != cfg.resolution:
-            raise ValueError(f"{path} holds a {cfg.resolution} model, but resolution={resolution!r} was asked for")
-        return cfg
-    try:
-        _, _, res = released_root(path, resolution)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
-    return RELEASED_CONFIGS[res]
+        return _own_config(path, _own_index(path), resolution)
+    return RELEASED_CONFIGS[_released(path, resolution)[2]]
 
 
 def load_components(
@@ -169,10 +159,7 @@ def load_components(
         )
     if (path / MODEL_INDEX).is_file():
         return load_own_layout(path, device, dtype, resolution, config, vae_dtype, transformer_weights)
-    try:
-        root, weights, res = released_root(path, resolution)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
+    root, weights, res = _released(path, resolution)
     return load_released(root, transformer_weights or weights, res, device, dtype, config, vae_dtype)
 
 
@@ -180,14 +167,18 @@ def read_transformer_config(path: Path, resolution: str | None) -> TransformerCo
     """The transformer's architecture of a model folder of either layout, read without loading a weight (checks
     that depend on it, such as the head count a sequence-parallel run splits, come before the minutes of loading)."""
     if (path / MODEL_INDEX).is_file():
-        return TransformerConfig.from_dict(_read(path / "transformer" / "config.json"))
+        folder = path / own_components(_own_index(path))["transformer"]
+        return TransformerConfig.from_dict(_read(folder / "config.json"))
     from infinitystar.models.transformer.checkpoint import infer_transformer_config
 
-    try:
-        _, weights, _ = released_root(path, resolution)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
-    return infer_transformer_config(weights)
+    return infer_transformer_config(_released(path, resolution)[1])
+
+
+def check_released_parts(root: Path) -> None:
+    """The VAE checkpoint and the text encoder folder a released root needs besides the transformer weights."""
+    for name, what in ((RELEASED_VAE, "VAE checkpoint"), (RELEASED_T5, "text encoder folder")):
+        if not (root / name).exists():
+            raise CheckpointError(f"released layout at {root}: {what} {name} is missing ({root / name})")
 
 
 def load_released(
@@ -197,10 +188,8 @@ def load_released(
     from infinitystar.models.transformer.checkpoint import infer_transformer_config, load_original_transformer
     from infinitystar.models.transformer.sources import open_weights
 
+    check_released_parts(root)
     vae_path, t5_path = root / RELEASED_VAE, root / RELEASED_T5
-    for p, what in ((vae_path, "VAE checkpoint"), (t5_path, "text encoder folder")):
-        if not p.exists():
-            raise CheckpointError(f"released layout at {root}: {what} {p.name} is missing ({p})")
     source = open_weights(weights)
     transformer = load_original_transformer(
         source, infer_transformer_config(source), device, dtype, outer_dtype=torch.float32
@@ -212,6 +201,30 @@ def load_released(
 
 def _read(path: Path) -> dict:
     return read_json(path, f"{path.name} of the model folder {path.parent}", CheckpointError)
+
+
+def _own_index(root: Path) -> dict:
+    """``model_index.json`` of our layout, checked to be one."""
+    index = _read(root / MODEL_INDEX)
+    if not isinstance(index, dict) or index.get("format") != "infinitystar":
+        raise CheckpointError(f"{root / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
+    return index
+
+
+def _own_config(root: Path, index: dict, resolution: str | None, config: PipelineConfig | None = None):
+    """The generation settings (``config``, else the index's), checked against the asked ``resolution``."""
+    cfg = config or PipelineConfig.from_dict(index.get("pipeline", {}))
+    if resolution is not None and resolution != cfg.resolution:
+        raise ValueError(f"{root} holds a {cfg.resolution} model, but resolution={resolution!r} was asked for")
+    return cfg
+
+
+def _released(path: Path, resolution: str | None) -> tuple[Path, Path, str]:
+    """:func:`released_root` of ``path``, or the error that names the layouts a model folder can have."""
+    try:
+        return released_root(path, resolution)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a model folder; expected {describe_layouts()}") from None
 
 
 def load_own_layout(
@@ -227,13 +240,9 @@ def load_own_layout(
     component."""
     from infinitystar.models.transformer.checkpoint import load_original_transformer
 
-    index = _read(root / MODEL_INDEX)
-    if not isinstance(index, dict) or index.get("format") != "infinitystar":
-        raise CheckpointError(f"{root / MODEL_INDEX} is not an infinitystar model index: {index!r:.200}")
+    index = _own_index(root)
     folders = {part: root / name for part, name in own_components(index).items()}
-    pipe_cfg = config or PipelineConfig.from_dict(index.get("pipeline", {}))
-    if resolution is not None and resolution != pipe_cfg.resolution:
-        raise ValueError(f"{root} holds a {pipe_cfg.resolution} model, but resolution={resolution!r} was asked for")
+    pipe_cfg = _own_config(root, index, resolution, config)
     t_cfg = TransformerConfig.from_dict(_read(folders["transformer"] / "config.json"))
     weights = transformer_weights or folders["transformer"]
     transformer = load_original_transformer(weights, t_cfg, device, dtype, outer_dtype=torch.float32)
