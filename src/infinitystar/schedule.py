@@ -299,10 +299,13 @@ def pyramid_schedule(
     video_repetition: Sequence[int] | str | None = None,
     detail_scale_min_tokens: int = 350,
     frames_per_clip: int = 20,
+    semantic_dim: int = 16,
+    detail_dim: int = 64,
 ) -> Schedule:
     """The spacetime pyramid over one list of spatial ``sizes`` (ph, pw): the image pyramid on the
     first latent frame, then clips of ``frames_per_clip`` latent frames (the last one shorter if
-    needed), each repeating the same sizes."""
+    needed), each repeating the same sizes. ``semantic_dim`` / ``detail_dim``: bits per token of the
+    two kinds of scales (the model's)."""
     if num_latent_frames < 1:
         raise ValueError(f"num_latent_frames must be >= 1, got {num_latent_frames}")
     if frames_per_clip < 1:
@@ -320,6 +323,8 @@ def pyramid_schedule(
         image_repetition=image_repetition,
         video_repetition=video_repetition,
         detail_scale_min_tokens=detail_scale_min_tokens,
+        semantic_dim=semantic_dim,
+        detail_dim=detail_dim,
     )
 
 

@@ -16,7 +16,7 @@ import torch
 
 from infinitystar.models.config import TransformerConfig
 from infinitystar.models.quantizer import SelfCorrection, encode_pyramid
-from infinitystar.schedule import Schedule, build_schedule, schedule_from_scales
+from infinitystar.schedule import Schedule, build_schedule, pyramid_schedule
 from infinitystar.sizes import aspect_templates, nearest_template
 from infinitystar.text.loading import make_text_encoder
 from infinitystar.train.seeds import make_generator
@@ -112,17 +112,13 @@ class BatchPreparer:
     def _pyramid_schedule(self, hws: list[list[int]], t: int) -> Schedule:
         """The image pyramid ``hws`` then one pyramid per clip of ``frames_per_clip`` latent frames."""
         sc = self.cfg.schedule
-        rest = t - 1
-        pts = [sc.frames_per_clip] * (rest // sc.frames_per_clip)
-        if rest % sc.frames_per_clip:
-            pts.append(rest % sc.frames_per_clip)
-        shapes = [(1, a, b) for a, b in hws] + [(pt, a, b) for pt in pts for a, b in hws]
-        return schedule_from_scales(
-            shapes,
-            len(hws),
+        return pyramid_schedule(
+            [tuple(hw) for hw in hws],
+            t,
             image_repetition=sc.image_repetition,
             video_repetition=sc.video_repetition,
             detail_scale_min_tokens=350 if sc.detail_scale_min_tokens is None else sc.detail_scale_min_tokens,
+            frames_per_clip=sc.frames_per_clip,
             semantic_dim=self.tcfg.semantic_dim,
             detail_dim=self.tcfg.detail_dim,
         )
